@@ -1,0 +1,204 @@
+//! The `shoal` command line: parse, load config, wire the parts, run. Each subcommand is thin;
+//! the work happens in the library modules.
+
+mod runtime_config;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{ConfigError, NodeConfig, split_host_url};
+
+pub use runtime_config::{
+    ContainerdConfigArgs, DockerConfigArgs, containerd_files as runtime_config_files,
+    docker_fragment, write_containerd_files as write_runtime_files,
+};
+
+/// shoal: peer-to-peer distribution of container images and files.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SHOAL_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing-subscriber syntax), e.g. `info` or `shoal=debug`.
+    #[arg(long, global = true, default_value = "info", env = "SHOAL_LOG")]
+    pub log: String,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node: the registry mirror every host pulls through.
+    Node(NodeArgs),
+    /// Everything in one process for a first try (today: a node on the default ports).
+    Up(UpArgs),
+    /// Print or write containerd `hosts.toml` files that send pulls through the node.
+    ContainerdConfig(ContainerdConfigArgs),
+    /// Print the Docker daemon.json fragment that sends pulls through the node.
+    DockerConfig(DockerConfigArgs),
+}
+
+/// Flags of `shoal node`. Each overrides the same key of the config file; each also reads a
+/// `SHOAL_…` environment variable (flags win over the environment).
+#[derive(Debug, Args, Default)]
+pub struct NodeArgs {
+    /// TOML config file.
+    #[arg(long, env = "SHOAL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Registry mirror address [default: 127.0.0.1:65001].
+    #[arg(long, env = "SHOAL_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Admin address for /healthz, /readyz, /status, /metrics [default: 127.0.0.1:65003].
+    #[arg(long, env = "SHOAL_ADMIN_LISTEN")]
+    pub admin_listen: Option<std::net::SocketAddr>,
+    /// Store and state directory [default: ./shoal-data].
+    #[arg(long, env = "SHOAL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where requests for registry HOST go (HOST=URL, repeatable).
+    #[arg(
+        long,
+        value_name = "HOST=URL",
+        env = "SHOAL_UPSTREAM",
+        value_delimiter = ','
+    )]
+    pub upstream: Vec<String>,
+    /// A standby mirror for HOST, tried in order when the upstream fails (HOST=URL, repeatable).
+    #[arg(
+        long,
+        value_name = "HOST=URL",
+        env = "SHOAL_FALLBACK",
+        value_delimiter = ','
+    )]
+    pub fallback: Vec<String>,
+    /// The registry a request without `?ns=` means (Docker's mirror requests) [default: docker.io].
+    #[arg(long, env = "SHOAL_DEFAULT_REGISTRY")]
+    pub default_registry: Option<String>,
+    /// Run as a seed.
+    #[arg(long, env = "SHOAL_SEED")]
+    pub seed: bool,
+    /// Locality zone [default: default].
+    #[arg(long, env = "SHOAL_ZONE")]
+    pub zone: Option<String>,
+}
+
+impl NodeArgs {
+    /// The config file (or defaults) with these flags applied.
+    ///
+    /// # Errors
+    /// When the file cannot be read or a flag value is malformed.
+    pub fn resolve(&self) -> Result<NodeConfig, ConfigError> {
+        let mut cfg = match &self.config {
+            Some(path) => NodeConfig::load(path)?,
+            None => NodeConfig::default(),
+        };
+        if let Some(v) = self.listen {
+            cfg.listen = v;
+        }
+        if let Some(v) = self.admin_listen {
+            cfg.admin_listen = v;
+        }
+        if let Some(v) = &self.data_dir {
+            cfg.data_dir = v.clone();
+        }
+        for value in &self.upstream {
+            let (host, url) = split_host_url("--upstream", value)?;
+            cfg.upstream.insert(host, url);
+        }
+        // Fallbacks given as flags replace the file's list for that registry, in flag order.
+        let mut replaced = std::collections::BTreeSet::new();
+        for value in &self.fallback {
+            let (host, url) = split_host_url("--fallback", value)?;
+            if replaced.insert(host.clone()) {
+                cfg.fallback.insert(host.clone(), Vec::new());
+            }
+            cfg.fallback.entry(host).or_default().push(url);
+        }
+        if let Some(v) = &self.default_registry {
+            cfg.default_registry = v.clone();
+        }
+        if self.seed {
+            cfg.seed = true;
+        }
+        if let Some(v) = &self.zone {
+            cfg.zone = v.clone();
+        }
+        Ok(cfg)
+    }
+}
+
+/// Flags of `shoal up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Store and state directory.
+    #[arg(long, default_value = "./shoal-data", env = "SHOAL_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Where requests for registry HOST go (HOST=URL, repeatable).
+    #[arg(
+        long,
+        value_name = "HOST=URL",
+        env = "SHOAL_UPSTREAM",
+        value_delimiter = ','
+    )]
+    pub upstream: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_name_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:7000\"\nzone = \"a\"\n[fallback]\n\"docker.io\" = [\"http://f1\"]\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "shoal",
+            "node",
+            "--config",
+            file.to_str().unwrap(),
+            "--zone",
+            "b",
+            "--upstream",
+            "docker.io=http://127.0.0.1:9",
+            "--fallback",
+            "docker.io=http://f2",
+        ])
+        .unwrap();
+        let Command::Node(args) = cli.command else {
+            panic!()
+        };
+        let cfg = args.resolve().unwrap();
+        assert_eq!(cfg.listen.port(), 7000);
+        assert_eq!(cfg.zone, "b");
+        assert_eq!(cfg.upstream["docker.io"], "http://127.0.0.1:9");
+        assert_eq!(cfg.fallback["docker.io"], ["http://f2"]);
+
+        let args = NodeArgs {
+            upstream: vec!["no-equals-sign".into()],
+            ..Default::default()
+        };
+        assert!(
+            args.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("--upstream")
+        );
+    }
+}

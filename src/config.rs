@@ -1,0 +1,328 @@
+//! Configuration: plain serde structs read from TOML, overridden by flags and `SHOAL_*`
+//! environment variables (the CLI applies those), then validated into typed settings. A bad
+//! value is reported with the key that holds it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+
+use crate::fetch::Registries;
+use crate::oci::{Credentials, RegistryHost, Timeouts};
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (with line and key).
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid {
+        /// The key, as written in the config file.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.to_string(),
+    }
+}
+
+/// Credentials for one registry, as written in the config file.
+#[derive(Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// User name.
+    pub username: String,
+    /// Password, inline (prefer `password_file`).
+    pub password: Option<String>,
+    /// A file holding the password (a mounted Secret).
+    pub password_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for CredentialConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialConfig")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+/// `shoal node` configuration, as in the TOML file (keys match the flags with `-` → `_`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Registry mirror address.
+    pub listen: SocketAddr,
+    /// Admin (health, status, metrics) address.
+    pub admin_listen: SocketAddr,
+    /// Store and state directory.
+    pub data_dir: PathBuf,
+    /// Registry host → upstream URL.
+    pub upstream: BTreeMap<String, String>,
+    /// Registry host → standby mirrors, tried in order.
+    pub fallback: BTreeMap<String, Vec<String>>,
+    /// The registry meant by requests without `?ns=`.
+    pub default_registry: String,
+    /// Registry host → credentials used when a client sends none.
+    pub credentials: BTreeMap<String, CredentialConfig>,
+    /// Whether this node is a seed.
+    pub seed: bool,
+    /// Locality zone.
+    pub zone: String,
+    /// Seconds to wait for an upstream connection.
+    pub upstream_connect_timeout_secs: u64,
+    /// Seconds an upstream may go silent mid-response before it is dropped.
+    pub upstream_read_timeout_secs: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: ([127, 0, 0, 1], 65001).into(),
+            admin_listen: ([127, 0, 0, 1], 65003).into(),
+            data_dir: PathBuf::from("./shoal-data"),
+            upstream: BTreeMap::new(),
+            fallback: BTreeMap::new(),
+            default_registry: "docker.io".into(),
+            credentials: BTreeMap::new(),
+            seed: false,
+            zone: "default".into(),
+            upstream_connect_timeout_secs: 5,
+            upstream_read_timeout_secs: 30,
+        }
+    }
+}
+
+/// Validated node settings, ready to wire.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// Registry mirror address.
+    pub listen: SocketAddr,
+    /// Admin address.
+    pub admin_listen: SocketAddr,
+    /// Store directory.
+    pub data_dir: PathBuf,
+    /// Upstreams, fallbacks and credentials per registry.
+    pub registries: Registries,
+    /// The registry for requests without `?ns=`.
+    pub default_registry: RegistryHost,
+    /// Whether this node is a seed.
+    pub seed: bool,
+    /// Locality zone.
+    pub zone: String,
+    /// Upstream timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl NodeConfig {
+    /// Reads a TOML file.
+    ///
+    /// # Errors
+    /// When the file cannot be read or does not match the schema.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks every value and builds the typed settings.
+    ///
+    /// # Errors
+    /// The first invalid value, by key.
+    pub fn validate(&self) -> Result<NodeSettings, ConfigError> {
+        let host = |key: String, h: &str| h.parse::<RegistryHost>().map_err(|e| invalid(key, e));
+        let url = |key: String, u: &str| -> Result<Url, ConfigError> {
+            let parsed = Url::parse(u).map_err(|e| invalid(&key, format!("{e} ({u:?})")))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(invalid(key, format!("{u:?} is not an http(s) URL")));
+            }
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                return Err(invalid(
+                    key,
+                    "put credentials under [credentials], not in the URL",
+                ));
+            }
+            Ok(parsed)
+        };
+        let mut registries = Registries::new();
+        for (h, u) in &self.upstream {
+            let key = format!("upstream.\"{h}\"");
+            registries.set_upstream(host(key.clone(), h)?, url(key, u)?);
+        }
+        for (h, urls) in &self.fallback {
+            let key = format!("fallback.\"{h}\"");
+            let reg = host(key.clone(), h)?;
+            for u in urls {
+                registries.add_fallback(reg.clone(), url(key.clone(), u)?);
+            }
+        }
+        for (h, c) in &self.credentials {
+            let key = format!("credentials.\"{h}\"");
+            let reg = host(key.clone(), h)?;
+            let password = match (&c.password, &c.password_file) {
+                (Some(p), None) => p.clone(),
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .map_err(|e| {
+                        invalid(
+                            format!("{key}.password_file"),
+                            format!("{}: {e}", f.display()),
+                        )
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+                _ => return Err(invalid(key, "give exactly one of password, password_file")),
+            };
+            if c.username.is_empty() || c.username.contains(':') {
+                return Err(invalid(
+                    format!("{key}.username"),
+                    "must be non-empty and without ':'",
+                ));
+            }
+            registries.set_credentials(
+                reg,
+                Credentials::Basic {
+                    username: c.username.clone(),
+                    password,
+                },
+            );
+        }
+        if self.zone.is_empty() || self.zone.len() > 63 {
+            return Err(invalid("zone", "must be 1 to 63 characters"));
+        }
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
+            return Err(invalid("admin_listen", "must differ from listen"));
+        }
+        let secs = |key: &str, v: u64| {
+            if (1..=3600).contains(&v) {
+                Ok(Duration::from_secs(v))
+            } else {
+                Err(invalid(key, "must be between 1 and 3600 seconds"))
+            }
+        };
+        Ok(NodeSettings {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            data_dir: self.data_dir.clone(),
+            registries,
+            default_registry: host("default_registry".into(), &self.default_registry)?,
+            seed: self.seed,
+            zone: self.zone.clone(),
+            timeouts: Timeouts {
+                connect: secs(
+                    "upstream_connect_timeout_secs",
+                    self.upstream_connect_timeout_secs,
+                )?,
+                read: secs(
+                    "upstream_read_timeout_secs",
+                    self.upstream_read_timeout_secs,
+                )?,
+            },
+        })
+    }
+}
+
+/// Splits a `HOST=URL` flag value.
+///
+/// # Errors
+/// When there is no `=`.
+pub fn split_host_url(flag: &str, value: &str) -> Result<(String, String), ConfigError> {
+    value
+        .split_once('=')
+        .map(|(h, u)| (h.trim().to_owned(), u.trim().to_owned()))
+        .ok_or_else(|| invalid(flag, format!("{value:?} is not HOST=URL")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let s = NodeConfig::default().validate().unwrap();
+        assert_eq!(s.listen.port(), 65001);
+        assert_eq!(s.default_registry.as_str(), "docker.io");
+    }
+
+    #[test]
+    fn file_parses_and_errors_name_the_key() {
+        let cfg: NodeConfig = toml::from_str(
+            r#"
+            listen = "127.0.0.1:5000"
+            [upstream]
+            "docker.io" = "http://127.0.0.1:6000"
+            [fallback]
+            "docker.io" = ["http://127.0.0.1:6001"]
+            [credentials."docker.io"]
+            username = "u"
+            password = "p"
+            "#,
+        )
+        .unwrap();
+        let s = cfg.validate().unwrap();
+        let hub = "docker.io".parse().unwrap();
+        assert_eq!(s.registries.chain(&hub).len(), 2);
+        assert!(format!("{:?}", cfg.credentials).contains("***"));
+        assert!(!format!("{:?}", cfg.credentials).contains("\"p\""));
+
+        let err = toml::from_str::<NodeConfig>("lissten = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("lissten"), "{err}");
+
+        let mut bad = NodeConfig::default();
+        bad.upstream.insert("docker.io".into(), "ftp://x".into());
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("upstream.\"docker.io\""), "{e}");
+
+        let mut bad = NodeConfig::default();
+        bad.fallback
+            .insert("bad host!".into(), vec!["http://x".into()]);
+        assert!(bad.validate().unwrap_err().to_string().contains("fallback"));
+
+        let mut bad = NodeConfig::default();
+        bad.upstream.insert("h".into(), "http://u:p@x".into());
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("credentials")
+        );
+
+        let mut bad = NodeConfig::default();
+        bad.upstream_read_timeout_secs = 0;
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("upstream_read_timeout_secs")
+        );
+    }
+}

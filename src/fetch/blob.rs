@@ -1,0 +1,355 @@
+//! Blob downloads: starting or joining one, the task that runs it through the source chain, and
+//! `HEAD` for blobs the node does not hold.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode, header};
+
+use super::download::{Download, Phase};
+use super::failures::{Failures, Verdict, judge};
+use super::{Blob, BlobRequest, Fetcher, ObjectKind};
+use crate::oci::{ErrorCode, RegistryError, UpstreamRequest};
+use crate::store::{BlobWriter, StoreError};
+
+/// Bytes gathered before one write to disk (and one progress update for readers).
+const FLUSH_BYTES: usize = 1024 * 1024;
+
+fn store_error(e: StoreError) -> RegistryError {
+    tracing::error!(error = %e, "store failure");
+    RegistryError::new(
+        ErrorCode::Unknown,
+        format!("the node could not store the blob: {e}"),
+    )
+}
+
+impl Fetcher {
+    /// The blob if the node holds it or is downloading it; never starts a download.
+    pub fn held_blob(&self, digest: &crate::oci::Digest) -> Option<Blob> {
+        if let Some(size) = self.store.blob_size(digest) {
+            return Some(Blob::Stored { size });
+        }
+        let download = self.inflight.lock().unwrap().get(digest).cloned()?;
+        Some(Blob::Downloading {
+            download,
+            leader: false,
+        })
+    }
+
+    /// The blob, complete in the store or being downloaded; starts the download when nobody
+    /// has. The caller checks authorization for anything but a download it leads.
+    ///
+    /// # Errors
+    /// When the store cannot create a temporary file.
+    pub fn blob(self: &Arc<Self>, req: &BlobRequest) -> Result<Blob, RegistryError> {
+        if let Some(size) = self.store.blob_size(&req.digest) {
+            return Ok(Blob::Stored { size });
+        }
+        let mut inflight = self.inflight.lock().unwrap();
+        if let Some(download) = inflight.get(&req.digest) {
+            return Ok(Blob::Downloading {
+                download: download.clone(),
+                leader: false,
+            });
+        }
+        // Re-check under the lock: a download may have completed since the first look.
+        if let Some(size) = self.store.blob_size(&req.digest) {
+            return Ok(Blob::Stored { size });
+        }
+        let writer = self.store.blob_writer(&req.digest).map_err(store_error)?;
+        let download = Arc::new(Download::new(
+            req.digest.clone(),
+            self.store.blob_path(&req.digest),
+            writer.temp_path(),
+        ));
+        inflight.insert(req.digest.clone(), download.clone());
+        drop(inflight);
+
+        let this = self.clone();
+        let (task_download, req) = (download.clone(), req.clone());
+        tokio::spawn(async move {
+            this.metrics.downloads_in_flight.inc();
+            let result = this.run_download(&task_download, &req, writer).await;
+            let label = match &result {
+                Ok(size) => {
+                    let size = *size;
+                    task_download.update(|p| {
+                        p.phase = Phase::Complete;
+                        p.size = Some(size);
+                        p.written = size;
+                    });
+                    tracing::info!(digest = %req.digest, size, "blob stored");
+                    "ok"
+                }
+                Err(e) => {
+                    tracing::warn!(digest = %req.digest, error = %e.message, "blob download failed");
+                    task_download.update(|p| p.phase = Phase::Failed(e.clone()));
+                    "failed"
+                }
+            };
+            this.inflight.lock().unwrap().remove(&req.digest);
+            this.metrics.downloads_in_flight.dec();
+            this.metrics.downloads.with_label_values(&[label]).inc();
+        });
+        Ok(Blob::Downloading {
+            download,
+            leader: true,
+        })
+    }
+
+    /// Runs the source chain until one source delivers the verified blob.
+    async fn run_download(
+        &self,
+        dl: &Download,
+        req: &BlobRequest,
+        writer: BlobWriter,
+    ) -> Result<u64, RegistryError> {
+        let mut writer = Some(writer);
+        let mut failures = Failures::default();
+        let path = format!("{}/blobs/{}", req.repo, req.digest);
+        for (source, endpoint) in self.registries.chain(&req.registry) {
+            let host = endpoint.base.host_str().unwrap_or("?").to_owned();
+            // One resume of the same source after a cut body, then the next source.
+            let mut resumes_left = 1;
+            loop {
+                let w = writer.as_mut().expect("writer present between attempts");
+                let offset = w.written();
+                let upstream_req = UpstreamRequest {
+                    method: Method::GET,
+                    repo: &req.repo,
+                    path: path.clone(),
+                    accept: &[],
+                    range_from: Some(offset),
+                    client: req.credentials.as_ref(),
+                };
+                let resp = match self.client.send(&endpoint, &upstream_req).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.metrics.upstream("blob", "error");
+                        tracing::warn!(%host, error = %e, "source unreachable");
+                        failures.unreachable(source, &e);
+                        break;
+                    }
+                };
+                self.metrics.upstream("blob", resp.status().as_str());
+                match judge(source, &resp, ErrorCode::BlobUnknown) {
+                    Verdict::Use => {}
+                    Verdict::Final(e) => return Err(e),
+                    Verdict::Next => {
+                        failures.status(source, &host, resp.status());
+                        break;
+                    }
+                }
+                let Some((start, size)) = body_extent(&resp) else {
+                    failures.bad_content(source, &host, "unusable Content-Range");
+                    break;
+                };
+                if start != offset {
+                    // The source ignored the resume and sends from the start: begin again.
+                    restart(dl, w).map_err(store_error)?;
+                }
+                let known = dl.progress().size;
+                if let (Some(known), Some(size)) = (known, size)
+                    && known != size
+                {
+                    failures.bad_content(source, &host, format!("size {size}, expected {known}"));
+                    break;
+                }
+                dl.update(|p| {
+                    p.size = size.or(p.size);
+                    p.source = source;
+                    p.phase = Phase::Streaming;
+                });
+                match stream_body(resp, &mut writer, dl, size).await {
+                    Ok(()) => {}
+                    Err(BodyError::Store(e)) => return Err(store_error(e)),
+                    Err(BodyError::TooLong) => {
+                        failures.bad_content(source, &host, "more bytes than announced");
+                        self.metrics
+                            .blob_verify_failures
+                            .with_label_values(&[source.label()])
+                            .inc();
+                        let w = writer.as_mut().expect("writer present");
+                        restart(dl, w).map_err(store_error)?;
+                        break;
+                    }
+                    Err(BodyError::Source(e)) => {
+                        let w = writer.as_ref().expect("writer present");
+                        tracing::warn!(%host, error = %e, written = w.written(), "body cut short");
+                        if resumes_left > 0 && w.written() > offset {
+                            resumes_left -= 1;
+                            continue;
+                        }
+                        failures.bad_content(source, &host, "body cut short");
+                        break;
+                    }
+                }
+                let w = writer.take().expect("writer present");
+                let finished = tokio::task::spawn_blocking(move || w.finish())
+                    .await
+                    .expect("blob finish does not panic");
+                match finished {
+                    Ok(size) => {
+                        self.authorizer.grant(
+                            &req.registry,
+                            &req.repo,
+                            ObjectKind::Blob,
+                            &req.digest,
+                            req.credentials.as_ref(),
+                        );
+                        return Ok(size);
+                    }
+                    Err(StoreError::DigestMismatch { actual, .. }) => {
+                        self.metrics
+                            .blob_verify_failures
+                            .with_label_values(&[source.label()])
+                            .inc();
+                        tracing::warn!(%host, expected = %req.digest, %actual, "source sent content that does not match its digest; discarded");
+                        failures.bad_content(source, &host, format!("content hashes to {actual}"));
+                        let fresh = self.store.blob_writer(&req.digest).map_err(store_error)?;
+                        dl.update(|p| {
+                            p.generation += 1;
+                            p.written = 0;
+                            p.phase = Phase::Connecting;
+                            p.temp = fresh.temp_path().into();
+                        });
+                        writer = Some(fresh);
+                        break;
+                    }
+                    Err(e) => return Err(store_error(e)),
+                }
+            }
+        }
+        Err(failures.into_error())
+    }
+
+    /// Answers `HEAD` for a blob: from the store or a running download when possible, else
+    /// from the source chain. The caller checks authorization for held blobs.
+    ///
+    /// # Errors
+    /// The chain's failure, `BLOB_UNKNOWN`, or an authorization error from the upstream.
+    pub async fn head_blob(&self, req: &BlobRequest) -> Result<u64, RegistryError> {
+        let req_up = UpstreamRequest {
+            method: Method::HEAD,
+            repo: &req.repo,
+            path: format!("{}/blobs/{}", req.repo, req.digest),
+            accept: &[],
+            range_from: None,
+            client: req.credentials.as_ref(),
+        };
+        let mut failures = Failures::default();
+        for (source, endpoint) in self.registries.chain(&req.registry) {
+            let host = endpoint.base.host_str().unwrap_or("?").to_owned();
+            let resp = match self.client.send(&endpoint, &req_up).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.metrics.upstream("blob_head", "error");
+                    failures.unreachable(source, &e);
+                    continue;
+                }
+            };
+            self.metrics.upstream("blob_head", resp.status().as_str());
+            match judge(source, &resp, ErrorCode::BlobUnknown) {
+                Verdict::Use => match resp.content_length() {
+                    Some(size) => return Ok(size),
+                    None => failures.bad_content(source, &host, "no Content-Length"),
+                },
+                Verdict::Final(e) => return Err(e),
+                Verdict::Next => failures.status(source, &host, resp.status()),
+            }
+        }
+        Err(failures.into_error())
+    }
+}
+
+/// Where the body of a blob response starts and the blob's total size (if announced).
+fn body_extent(resp: &reqwest::Response) -> Option<(u64, Option<u64>)> {
+    if resp.status() != StatusCode::PARTIAL_CONTENT {
+        return Some((0, resp.content_length()));
+    }
+    // "bytes START-END/TOTAL"
+    let v = resp.headers().get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let rest = v.strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, _) = range.split_once('-')?;
+    let total = if total == "*" {
+        None
+    } else {
+        Some(total.parse().ok()?)
+    };
+    Some((start.parse().ok()?, total))
+}
+
+/// Throws away what was written and tells readers the content starts over.
+fn restart(dl: &Download, w: &mut BlobWriter) -> Result<(), StoreError> {
+    w.reset()?;
+    dl.update(|p| {
+        p.generation += 1;
+        p.written = 0;
+    });
+    Ok(())
+}
+
+enum BodyError {
+    /// The source's stream failed (cut, stalled, reset, or ended short).
+    Source(String),
+    /// The source sent more than it announced.
+    TooLong,
+    /// Writing to the store failed.
+    Store(StoreError),
+}
+
+/// Copies a response body into the writer, in large writes done off the async threads,
+/// publishing progress after each.
+async fn stream_body(
+    mut resp: reqwest::Response,
+    writer: &mut Option<BlobWriter>,
+    dl: &Download,
+    size: Option<u64>,
+) -> Result<(), BodyError> {
+    let mut buf = BytesMut::with_capacity(FLUSH_BYTES);
+    loop {
+        let chunk = resp.chunk().await;
+        let (end, err) = match chunk {
+            Ok(Some(c)) => {
+                buf.extend_from_slice(&c);
+                (false, None)
+            }
+            Ok(None) => (true, None),
+            Err(e) => (true, Some(BodyError::Source(e.without_url().to_string()))),
+        };
+        let written = writer.as_ref().expect("writer present").written();
+        if size.is_some_and(|s| written + buf.len() as u64 > s) {
+            return Err(BodyError::TooLong);
+        }
+        if buf.len() >= FLUSH_BYTES || (end && !buf.is_empty()) {
+            let data = buf.split().freeze();
+            flush(writer, data).await.map_err(BodyError::Store)?;
+            let written = writer.as_ref().expect("writer present").written();
+            dl.update(|p| p.written = written);
+        }
+        if end {
+            let written = writer.as_ref().expect("writer present").written();
+            return match err {
+                Some(e) => Err(e),
+                None if size.is_some_and(|s| written < s) => Err(BodyError::Source(format!(
+                    "body ended after {written} of {} bytes",
+                    size.unwrap_or_default()
+                ))),
+                None => Ok(()),
+            };
+        }
+    }
+}
+
+async fn flush(writer: &mut Option<BlobWriter>, data: Bytes) -> Result<(), StoreError> {
+    let mut w = writer.take().expect("writer present");
+    let (w, result) = tokio::task::spawn_blocking(move || {
+        let r = w.write(&data);
+        (w, r)
+    })
+    .await
+    .expect("blob write does not panic");
+    *writer = Some(w);
+    result
+}

@@ -1,0 +1,108 @@
+//! The download engine: one download per digest however many clients ask (single flight),
+//! sources tried in order (upstream, then each standby mirror), bytes streamed to every waiting
+//! client while the download runs, and nothing stored or served as complete before it matches
+//! its digest.
+
+pub mod authz;
+mod blob;
+pub mod download;
+mod failures;
+mod manifest;
+pub mod sources;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::metrics::NodeMetrics;
+use crate::oci::{Credentials, Digest, RegistryClient, RegistryHost, RepoName};
+use crate::store::Store;
+
+pub use authz::{Authorizer, ObjectKind};
+pub use download::{Download, Phase, Progress};
+pub use manifest::{Manifest, ManifestRequest};
+pub use sources::Registries;
+
+/// Which blob, from where, on whose behalf.
+#[derive(Debug, Clone)]
+pub struct BlobRequest {
+    /// The registry the client asked for.
+    pub registry: RegistryHost,
+    /// The repository it asked in.
+    pub repo: RepoName,
+    /// The blob.
+    pub digest: Digest,
+    /// The client's credentials, if it sent any.
+    pub credentials: Option<Credentials>,
+}
+
+/// A blob as the mirror can serve it.
+pub enum Blob {
+    /// Complete in the store.
+    Stored {
+        /// Its size.
+        size: u64,
+    },
+    /// Being downloaded; `leader` is true when this request started the download (and so was
+    /// itself authorized by the upstream).
+    Downloading {
+        /// The shared download.
+        download: Arc<Download>,
+        /// Whether this request started it.
+        leader: bool,
+    },
+}
+
+/// The engine. Share it behind an `Arc`.
+pub struct Fetcher {
+    store: Arc<Store>,
+    client: Arc<RegistryClient>,
+    registries: Arc<Registries>,
+    metrics: NodeMetrics,
+    authorizer: Authorizer,
+    inflight: Mutex<HashMap<Digest, Arc<Download>>>,
+}
+
+impl Fetcher {
+    /// Wires the engine.
+    pub fn new(
+        store: Arc<Store>,
+        client: Arc<RegistryClient>,
+        registries: Arc<Registries>,
+        metrics: NodeMetrics,
+    ) -> Arc<Self> {
+        let authorizer = Authorizer::new(client.clone(), registries.clone(), metrics.clone());
+        Arc::new(Fetcher {
+            store,
+            client,
+            registries,
+            metrics,
+            authorizer,
+            inflight: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+
+    /// The authorization cache for content the node holds.
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.authorizer
+    }
+
+    /// The registry table.
+    pub fn registries(&self) -> &Registries {
+        &self.registries
+    }
+
+    /// Blob downloads running now.
+    pub fn downloads_in_flight(&self) -> usize {
+        self.inflight.lock().unwrap().len()
+    }
+}

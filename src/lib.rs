@@ -1,0 +1,29 @@
+//! shoal moves container-image layers and files onto many hosts at once by having the hosts
+//! serve each other, so that the origin sends each byte about once per cluster.
+//!
+//! A map of the crate, following the architecture:
+//!
+//! - [`oci`]: the OCI vocabulary — [`oci::Digest`], names and references, manifest media types,
+//!   the distribution-spec error envelope, and the upstream registry client (token and basic
+//!   auth, redirects).
+//! - [`store`]: the content-addressed store on disk; blobs become visible only after they are
+//!   verified, fsynced and renamed into place.
+//! - [`fetch`]: the download engine — single flight per digest, the source chain (upstream, then
+//!   standby mirrors), streaming to every waiting client, authorization of cached content.
+//! - [`mirror`]: the node's HTTP servers — the registry-mirror API and the admin endpoints.
+//! - [`metrics`]: the `shoal_` Prometheus metrics, registered in a registry the caller owns.
+//! - [`config`]: config file structs, validation into typed settings.
+//! - [`node`]: wiring one node together (used by the CLI and by in-process tests).
+//! - [`cli`]: the `shoal` subcommands; thin.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod fetch;
+pub mod metrics;
+pub mod mirror;
+pub mod node;
+pub mod oci;
+pub mod store;

@@ -1,0 +1,104 @@
+//! The `shoal` binary: parse arguments, set up logging, run the chosen subcommand.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use shoal::cli::{Cli, Command, LogFormat, NodeArgs};
+use shoal::node::Node;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Node(args) => run_node(&args, false).await,
+        Command::Up(up) => {
+            let args = NodeArgs {
+                data_dir: Some(up.data_dir),
+                upstream: up.upstream,
+                ..NodeArgs::default()
+            };
+            run_node(&args, true).await
+        }
+        Command::ContainerdConfig(args) => {
+            let files = shoal::cli::runtime_config_files(&args).map_err(anyhow::Error::msg)?;
+            match &args.write {
+                Some(dir) => {
+                    shoal::cli::write_runtime_files(dir, &files)
+                        .with_context(|| format!("cannot write under {}", dir.display()))?;
+                    for (name, _) in &files {
+                        println!("wrote {}", dir.join(name).join("hosts.toml").display());
+                    }
+                }
+                None => {
+                    for (name, content) in &files {
+                        println!("# {name}/hosts.toml\n{content}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::DockerConfig(args) => {
+            let v = shoal::cli::docker_fragment(&args.node);
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+    }
+}
+
+async fn run_node(args: &NodeArgs, first_try: bool) -> anyhow::Result<()> {
+    let settings = args.resolve()?.validate()?;
+    let node = Node::bind(settings).await?;
+    let mirror = node.mirror_addr();
+    tracing::info!(%mirror, admin = %node.admin_addr(), "shoal node listening");
+    if first_try {
+        println!(
+            "shoal is running. Point your container runtime at it:\n\n\
+             containerd: shoal containerd-config --node http://{mirror} --write /etc/containerd/certs.d\n\
+             \x20           (and set config_path = \"/etc/containerd/certs.d\" in containerd's CRI registry section)\n\
+             Docker:     add to /etc/docker/daemon.json: {}\n\
+             Metrics:    http://{}/metrics\n",
+            shoal::cli::docker_fragment(&format!("http://{mirror}")),
+            node.admin_addr()
+        );
+    }
+    node.run(shutdown_signal()).await?;
+    tracing::info!("shoal node stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("invalid log filter {filter:?}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! `GET`/`HEAD /v2/<name>/blobs/<digest>`: from the store, or joined to the download of it.
+
+use std::io::SeekFrom;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::RequestContext;
+use super::route::{ByteRange, parse_range};
+use crate::fetch::{Blob, BlobRequest, ObjectKind};
+use crate::metrics::Source;
+use crate::oci::{Digest, ErrorCode, RegistryError, RepoName};
+
+/// Size of the reads that feed a response from a stored file.
+const FILE_CHUNK: usize = 256 * 1024;
+
+pub(super) async fn get(
+    ctx: RequestContext,
+    repo: RepoName,
+    digest: Digest,
+) -> Result<Response, RegistryError> {
+    let fetcher = ctx.state.fetcher.clone();
+    let req = BlobRequest {
+        registry: ctx.registry.clone(),
+        repo,
+        digest,
+        credentials: ctx.credentials.clone(),
+    };
+    let held = if ctx.head {
+        fetcher.held_blob(&req.digest)
+    } else {
+        Some(fetcher.blob(&req)?)
+    };
+    let authorize = || {
+        fetcher.authorizer().check(
+            &req.registry,
+            &req.repo,
+            ObjectKind::Blob,
+            &req.digest,
+            req.credentials.as_ref(),
+        )
+    };
+    let range_header = ctx.headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    match held {
+        None => {
+            // HEAD of a blob the node does not hold: ask the chain, do not download.
+            let size = fetcher.head_blob(&req).await?;
+            Ok(headers_only(&req.digest, StatusCode::OK, size, None))
+        }
+        Some(Blob::Stored { size }) => {
+            authorize().await?;
+            let range = parse_range(range_header, size)?;
+            if ctx.head {
+                return Ok(headers_only(&req.digest, StatusCode::OK, size, None));
+            }
+            let metrics = fetcher.metrics().clone();
+            let path = fetcher.store().blob_path(&req.digest);
+            serve_file(&path, &req.digest, size, range, move |n| {
+                metrics.served(Source::Cache, n)
+            })
+            .await
+        }
+        Some(Blob::Downloading { download, leader }) => {
+            if !leader {
+                authorize().await?;
+            }
+            let progress = download.ready().await?;
+            let Some(size) = progress.size else {
+                // The source did not announce a length: stream it all, chunked.
+                let body =
+                    Body::from_stream(download.reader(0, u64::MAX, fetcher.metrics().clone()));
+                return Ok(with_blob_headers(Response::new(body), &req.digest, None));
+            };
+            let range = parse_range(range_header, size)?;
+            if ctx.head {
+                return Ok(headers_only(&req.digest, StatusCode::OK, size, None));
+            }
+            let (start, end) = range.map_or((0, size), |r| (r.start, r.end));
+            let stream = download.reader(start, end, fetcher.metrics().clone());
+            let mut resp = Response::new(Body::from_stream(stream));
+            set_extent(&mut resp, size, range);
+            Ok(with_blob_headers(resp, &req.digest, Some(end - start)))
+        }
+    }
+}
+
+/// Streams a stored blob (or a range of it) from its file.
+async fn serve_file(
+    path: &std::path::Path,
+    digest: &Digest,
+    size: u64,
+    range: Option<ByteRange>,
+    count: impl Fn(u64) + Send + Sync + 'static,
+) -> Result<Response, RegistryError> {
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| {
+        RegistryError::new(ErrorCode::Unknown, format!("cannot open stored blob: {e}"))
+    })?;
+    let (start, end) = range.map_or((0, size), |r| (r.start, r.end));
+    if start > 0 {
+        file.seek(SeekFrom::Start(start)).await.map_err(|e| {
+            RegistryError::new(ErrorCode::Unknown, format!("cannot read stored blob: {e}"))
+        })?;
+    }
+    let count = Arc::new(count);
+    let stream = ReaderStream::with_capacity(file.take(end - start), FILE_CHUNK).map(move |r| {
+        if let Ok(b) = &r {
+            count(b.len() as u64);
+        }
+        r
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    set_extent(&mut resp, size, range);
+    Ok(with_blob_headers(resp, digest, Some(end - start)))
+}
+
+/// 206 and `Content-Range` for a range response.
+fn set_extent(resp: &mut Response, size: u64, range: Option<ByteRange>) {
+    if let Some(r) = range {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let v = format!("bytes {}-{}/{size}", r.start, r.end - 1);
+        resp.headers_mut().insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&v).expect("ascii"),
+        );
+    }
+}
+
+fn headers_only(
+    digest: &Digest,
+    status: StatusCode,
+    size: u64,
+    range: Option<ByteRange>,
+) -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    set_extent(&mut resp, size, range);
+    with_blob_headers(resp, digest, Some(size))
+}
+
+/// The headers distribution sends with a blob.
+fn with_blob_headers(mut resp: Response, digest: &Digest, length: Option<u64>) -> Response {
+    let h = resp.headers_mut();
+    let d = HeaderValue::from_str(&digest.to_string()).expect("digest is ascii");
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert("docker-content-digest", d.clone());
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{digest}\"")).expect("ascii"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    if let Some(n) = length {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    resp
+}

@@ -1,0 +1,134 @@
+//! Wiring of one node: store, upstream client, download engine, metrics, and the two HTTP
+//! servers. `Node::bind` takes the ports; `Node::run` serves until the shutdown future fires.
+//! The CLI and the tests (which bind port 0 and run nodes in process) both use it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::NodeSettings;
+use crate::fetch::Fetcher;
+use crate::metrics::NodeMetrics;
+use crate::mirror::{self, MirrorState, admin};
+use crate::oci::RegistryClient;
+use crate::store::{Store, StoreError};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP client could not be built.
+    #[error("cannot build the upstream client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// Metrics could not be registered.
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A server failed.
+    #[error("server failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// A node with its ports bound, ready to run.
+pub struct Node {
+    mirror_listener: TcpListener,
+    admin_listener: TcpListener,
+    mirror_state: MirrorState,
+    admin_state: admin::AdminState,
+}
+
+impl Node {
+    /// Opens the store and binds both ports.
+    ///
+    /// # Errors
+    /// See [`NodeError`].
+    pub async fn bind(settings: NodeSettings) -> Result<Node, NodeError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind { addr, source })
+        };
+        let mirror_listener = bind(settings.listen).await?;
+        let admin_listener = bind(settings.admin_listen).await?;
+        let store = Arc::new(Store::open(&settings.data_dir)?);
+        let registry = prometheus::Registry::new();
+        let metrics = NodeMetrics::register(&registry)?;
+        let client = Arc::new(RegistryClient::new(settings.timeouts)?);
+        let fetcher = Fetcher::new(store, client, Arc::new(settings.registries), metrics);
+        let mirror_addr = mirror_listener.local_addr()?;
+        let info = admin::NodeInfo {
+            role: if settings.seed { "seed" } else { "node" }.into(),
+            zone: settings.zone,
+            mirror_addr: mirror_addr.to_string(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        Ok(Node {
+            mirror_listener,
+            admin_listener,
+            mirror_state: MirrorState {
+                fetcher: fetcher.clone(),
+                default_registry: settings.default_registry,
+            },
+            admin_state: admin::AdminState {
+                fetcher,
+                registry,
+                info: Arc::new(info),
+            },
+        })
+    }
+
+    /// The mirror's bound address.
+    pub fn mirror_addr(&self) -> SocketAddr {
+        self.mirror_listener.local_addr().expect("bound listener")
+    }
+
+    /// The admin port's bound address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener.local_addr().expect("bound listener")
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and lets open requests finish.
+    ///
+    /// # Errors
+    /// When a server fails.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), NodeError> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let signal = move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let mirror = tokio::spawn(mirror::serve(
+            self.mirror_listener,
+            self.mirror_state,
+            signal(),
+        ));
+        let admin = tokio::spawn(admin::serve(
+            self.admin_listener,
+            self.admin_state,
+            signal(),
+        ));
+        shutdown.await;
+        let _ = tx.send(true);
+        for server in [mirror, admin] {
+            server.await.expect("server task does not panic")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,106 @@
+//! Writing one blob: bytes go to a temporary file and a running hash; `finish` checks the hash,
+//! fsyncs and renames the file into `blobs/`. Blocking I/O: call from a blocking thread.
+
+use std::fs::{self, File};
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+
+use super::StoreError;
+use crate::oci::{Digest, Hasher};
+
+/// A blob being written. Dropping it without `finish` removes the temporary file.
+pub struct BlobWriter {
+    file: Option<File>,
+    temp: PathBuf,
+    dest: PathBuf,
+    digest: Digest,
+    hasher: Hasher,
+    written: u64,
+}
+
+impl BlobWriter {
+    pub(super) fn create(temp: PathBuf, dest: PathBuf, digest: Digest) -> Result<Self, StoreError> {
+        let file = File::create(&temp).map_err(StoreError::io("create", &temp))?;
+        Ok(BlobWriter {
+            file: Some(file),
+            temp,
+            dest,
+            hasher: Hasher::new(digest.algorithm()),
+            digest,
+            written: 0,
+        })
+    }
+
+    /// The temporary file, readable while it is written (readers must not go past `written`).
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends bytes and hashes them.
+    ///
+    /// # Errors
+    /// On I/O failure (a full disk, for one).
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let file = self.file.as_mut().expect("writer used after finish");
+        file.write_all(data)
+            .map_err(StoreError::io("write", &self.temp))?;
+        self.hasher.update(data);
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Throws away everything written, to start over from another source.
+    ///
+    /// # Errors
+    /// On I/O failure.
+    pub fn reset(&mut self) -> Result<(), StoreError> {
+        let file = self.file.as_mut().expect("writer used after finish");
+        file.set_len(0)
+            .and_then(|_| file.rewind())
+            .map_err(StoreError::io("truncate", &self.temp))?;
+        self.hasher = Hasher::new(self.digest.algorithm());
+        self.written = 0;
+        Ok(())
+    }
+
+    /// Verifies the content, makes it durable and moves it into place.
+    ///
+    /// # Errors
+    /// [`StoreError::DigestMismatch`] when the bytes are not the blob (the temporary file is then
+    /// removed), or on I/O failure.
+    pub fn finish(mut self) -> Result<u64, StoreError> {
+        let actual =
+            std::mem::replace(&mut self.hasher, Hasher::new(self.digest.algorithm())).finish();
+        if actual != self.digest {
+            return Err(StoreError::DigestMismatch {
+                expected: self.digest.clone(),
+                actual,
+            });
+        }
+        let file = self.file.take().expect("writer used after finish");
+        file.sync_all()
+            .map_err(StoreError::io("sync", &self.temp))?;
+        drop(file);
+        fs::rename(&self.temp, &self.dest).map_err(StoreError::io("rename", &self.dest))?;
+        if let Some(dir) = self.dest.parent() {
+            // Make the rename itself durable.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(StoreError::io("sync", dir))?;
+        }
+        Ok(self.written)
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
