@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode, header};
 
 use super::download::{Download, Phase};
-use super::failures::{Failures, Verdict, judge};
+use super::failures::{Failures, Verdict, content_length, judge};
 use super::{Blob, BlobRequest, Fetcher, ObjectKind};
 use crate::oci::{ErrorCode, RegistryError, UpstreamRequest};
 use crate::store::{BlobWriter, StoreError};
@@ -250,7 +250,7 @@ impl Fetcher {
             };
             self.metrics.upstream("blob_head", resp.status().as_str());
             match judge(source, &resp, ErrorCode::BlobUnknown) {
-                Verdict::Use => match resp.content_length() {
+                Verdict::Use => match content_length(&resp) {
                     Some(size) => return Ok(size),
                     None => failures.bad_content(source, &host, "no Content-Length"),
                 },
@@ -265,7 +265,7 @@ impl Fetcher {
 /// Where the body of a blob response starts and the blob's total size (if announced).
 fn body_extent(resp: &reqwest::Response) -> Option<(u64, Option<u64>)> {
     if resp.status() != StatusCode::PARTIAL_CONTENT {
-        return Some((0, resp.content_length()));
+        return Some((0, content_length(&resp)));
     }
     // "bytes START-END/TOTAL"
     let v = resp.headers().get(header::CONTENT_RANGE)?.to_str().ok()?;

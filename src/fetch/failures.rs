@@ -83,3 +83,15 @@ impl Failures {
         RegistryError::new(ErrorCode::Unavailable, message).with_status(status)
     }
 }
+
+/// The `Content-Length` header as sent. (`reqwest::Response::content_length` reports the body's
+/// size hint, which is 0 for every `HEAD` response.)
+pub(super) fn content_length(resp: &reqwest::Response) -> Option<u64> {
+    resp.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}

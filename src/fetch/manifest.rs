@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, header};
 
-use super::failures::{Failures, Verdict, judge};
+use super::failures::{Failures, Verdict, content_length, judge};
 use super::{Fetcher, ObjectKind};
 use crate::metrics::Source;
 use crate::oci::media::MAX_MANIFEST_BYTES;
@@ -185,7 +185,7 @@ fn head_answer(resp: &reqwest::Response) -> Result<Manifest, Option<String>> {
         Some(ct) => MediaType::of_manifest(Some(ct), b"").map_err(|e| Some(e.to_string()))?,
         None => return Err(None),
     };
-    let size = resp.content_length().ok_or(None)?;
+    let size = content_length(&resp).ok_or(None)?;
     if size > MAX_MANIFEST_BYTES as u64 {
         return Err(Some(format!("manifest of {size} bytes is over the limit")));
     }
@@ -205,10 +205,7 @@ async fn read_manifest(
     reference: &Reference,
 ) -> Result<Manifest, Option<String>> {
     let too_big = || Some(format!("manifest larger than {MAX_MANIFEST_BYTES} bytes"));
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_MANIFEST_BYTES as u64)
-    {
+    if content_length(&resp).is_some_and(|n| n > MAX_MANIFEST_BYTES as u64) {
         return Err(too_big());
     }
     let content_type = resp

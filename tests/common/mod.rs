@@ -28,6 +28,8 @@ pub mod docker;
 pub mod http;
 /// Generated OCI test images and pushing them.
 pub mod image;
+/// A `shoal node` process.
+pub mod node;
 /// Background processes with collected output.
 pub mod process;
 /// The upstream `docker-registry`.
@@ -37,6 +39,7 @@ pub use containerd::{Containerd, write_hosts_toml};
 pub use docker::Dockerd;
 pub use http::{HttpResponse, http_request, http_status, wait_for_http};
 pub use image::{LayerInfo, ManifestInfo, TestImage, make_image, push_blob, push_image};
+pub use node::ShoalNode;
 pub use registry::{AccessLine, Registry, RegistryOpts};
 
 use std::net::{Ipv4Addr, TcpListener};

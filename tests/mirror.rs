@@ -1,0 +1,350 @@
+//! The mirror node with real clients: containerd, Docker and skopeo pull through `shoal node`
+//! from a real `docker-registry` upstream; single flight; private repositories.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{
+    Containerd, Dockerd, Registry, RegistryOpts, ShoalNode, http_request, make_image, push_blob,
+    push_image, sha256_hex, write_hosts_toml,
+};
+
+const MIB: usize = 1024 * 1024;
+
+fn tools(names: &[&str]) -> bool {
+    names.iter().all(|n| common::require_tool(n))
+}
+
+fn node_for(registry: &Registry, extra: &[&str]) -> ShoalNode {
+    let upstream = format!("docker.io={}", registry.url());
+    let mut args = vec!["--upstream", upstream.as_str()];
+    args.extend_from_slice(extra);
+    ShoalNode::start(&args)
+}
+
+/// Blob GETs the upstream served for `digest` (waiting briefly for log lines to land).
+fn upstream_gets(registry: &Registry, digest: &str) -> usize {
+    std::thread::sleep(Duration::from_millis(300));
+    registry.blob_gets(digest)
+}
+
+#[test]
+fn containerd_pulls_through_the_node_and_a_second_pull_comes_from_its_store() {
+    if !tools(&["docker-registry", "skopeo", "containerd", "ctr"]) {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let work = tempfile::tempdir().unwrap();
+    let image = make_image(
+        &work.path().join("layout"),
+        &[3 * MIB, 2 * MIB],
+        &[("linux", "amd64"), ("linux", "arm64")],
+    );
+    push_image(&image, &registry, "library/app", "v1", None);
+    let node = node_for(&registry, &[]);
+
+    let hosts = work.path().join("hosts");
+    write_hosts_toml(
+        &hosts,
+        "docker.io",
+        "https://registry-1.docker.io",
+        &node.url(),
+    );
+    let reference = "docker.io/library/app:v1";
+    let amd64 = image.manifest_for("linux", "amd64");
+
+    let first = Containerd::start();
+    common::check_output("first ctr pull", &first.pull(reference, &hosts, None));
+    first
+        .check_layers_unpacked(reference, &amd64.layers)
+        .unwrap();
+    for layer in &amd64.layers {
+        assert_eq!(
+            upstream_gets(&registry, &layer.digest),
+            1,
+            "{}",
+            layer.digest
+        );
+        assert!(node.blob_file(&layer.digest).exists());
+    }
+    let upstream_bytes = node.metric("shoal_served_bytes_total", &[("source", "upstream")]);
+    assert!(upstream_bytes >= (5 * MIB) as f64, "{upstream_bytes}");
+
+    // A fresh containerd (empty content store) pulls again: every blob comes from the node.
+    drop(first);
+    let second = Containerd::start();
+    common::check_output("second ctr pull", &second.pull(reference, &hosts, None));
+    second
+        .check_layers_unpacked(reference, &amd64.layers)
+        .unwrap();
+    for layer in &amd64.layers {
+        assert_eq!(
+            upstream_gets(&registry, &layer.digest),
+            1,
+            "second pull fetched {} from the upstream again",
+            layer.digest
+        );
+    }
+    assert_eq!(upstream_gets(&registry, &amd64.config_digest), 1);
+    let cached = node.metric("shoal_served_bytes_total", &[("source", "cache")]);
+    assert!(
+        cached >= (5 * MIB) as f64,
+        "cache served only {cached} bytes"
+    );
+    // The other platform's layers were never fetched.
+    for layer in &image.manifest_for("linux", "arm64").layers {
+        assert_eq!(registry.blob_gets(&layer.digest), 0);
+    }
+}
+
+#[test]
+fn docker_pulls_through_the_node_without_ns() {
+    if !tools(&[
+        "docker-registry",
+        "skopeo",
+        "containerd",
+        "dockerd",
+        "docker",
+    ]) {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let work = tempfile::tempdir().unwrap();
+    let image = make_image(&work.path().join("layout"), &[2 * MIB, MIB], &[]);
+    push_image(&image, &registry, "library/web", "1.0", None);
+    let node = node_for(&registry, &[]);
+
+    let containerd = Containerd::start();
+    let docker = Dockerd::start(&containerd, &node.url());
+    common::check_output("docker pull", &docker.pull("library/web:1.0"));
+    let diff_ids: Vec<String> = image.manifests[0]
+        .layers
+        .iter()
+        .map(|l| l.diff_id.clone())
+        .collect();
+    assert_eq!(docker.image_diff_ids("library/web:1.0"), diff_ids);
+    for layer in &image.manifests[0].layers {
+        assert_eq!(upstream_gets(&registry, &layer.digest), 1);
+        assert!(node.blob_file(&layer.digest).exists());
+    }
+}
+
+#[test]
+fn skopeo_copies_through_the_node() {
+    if !tools(&["docker-registry", "skopeo"]) {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let work = tempfile::tempdir().unwrap();
+    let image = make_image(
+        &work.path().join("layout"),
+        &[MIB],
+        &[("linux", "amd64"), ("linux", "arm64")],
+    );
+    push_image(&image, &registry, "tools/cli", "2", None);
+    let node = node_for(&registry, &[]);
+
+    let dest = work.path().join("copy");
+    let output = Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "--all", "--preserve-digests"])
+        .args(["--src-tls-verify=false"])
+        .arg(format!("docker://{}/tools/cli:2", node.host()))
+        .arg(format!("oci:{}:2", dest.display()))
+        .output()
+        .unwrap();
+    common::check_output("skopeo copy", &output);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dest.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"][0]["digest"].as_str(),
+        image.index_digest.as_deref()
+    );
+    for digest in image.layer_digests() {
+        let (_, hex) = digest.split_once(':').unwrap();
+        let copied = std::fs::read(dest.join("blobs/sha256").join(hex)).unwrap();
+        assert_eq!(sha256_hex(&copied), digest);
+    }
+}
+
+#[test]
+fn fifty_concurrent_cold_requests_make_one_upstream_fetch() {
+    if !tools(&["docker-registry"]) {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let data: Vec<u8> = (0..16 * MIB).map(|i| (i * 31 % 251) as u8).collect();
+    let digest = push_blob(&registry.url(), "library/big", &data);
+    let node = node_for(&registry, &[]);
+
+    let url = Arc::new(format!("{}/v2/library/big/blobs/{digest}", node.url()));
+    let barrier = Arc::new(std::sync::Barrier::new(50));
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let (url, barrier) = (url.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                http_request("GET", &url, &[], &[]).unwrap()
+            })
+        })
+        .collect();
+    for h in handles {
+        let resp = h.join().unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body.len(), data.len());
+        assert_eq!(sha256_hex(&resp.body), digest);
+        assert_eq!(resp.header("docker-content-digest"), Some(digest.as_str()));
+    }
+    assert_eq!(upstream_gets(&registry, &digest), 1);
+    let served = node.metric("shoal_served_bytes_total", &[]);
+    assert_eq!(served, (50 * data.len()) as f64);
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+#[test]
+fn private_repository_content_is_served_only_to_clients_the_upstream_accepts() {
+    if !tools(&["docker-registry", "skopeo", "containerd", "ctr", "htpasswd"]) {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts {
+        htpasswd: Some(("alice".into(), "s3cret".into())),
+        ..Default::default()
+    });
+    let work = tempfile::tempdir().unwrap();
+    let image = make_image(&work.path().join("layout"), &[MIB], &[]);
+    push_image(
+        &image,
+        &registry,
+        "team/private",
+        "v1",
+        Some(("alice", "s3cret")),
+    );
+    let node = node_for(&registry, &[]);
+    let hosts = work.path().join("hosts");
+    write_hosts_toml(
+        &hosts,
+        "docker.io",
+        "https://registry-1.docker.io",
+        &node.url(),
+    );
+    let reference = "docker.io/team/private:v1";
+
+    // Without credentials containerd is refused; with them the pull works.
+    let containerd = Containerd::start();
+    let refused = containerd.pull(reference, &hosts, None);
+    assert!(
+        !refused.status.success(),
+        "anonymous pull of a private image succeeded"
+    );
+    common::check_output(
+        "ctr pull --user",
+        &containerd.pull(reference, &hosts, Some("alice:s3cret")),
+    );
+    let manifest = &image.manifests[0];
+    containerd
+        .check_layers_unpacked(reference, &manifest.layers)
+        .unwrap();
+    let layer = &manifest.layers[0].digest;
+    assert!(node.blob_file(layer).exists(), "the layer is cached now");
+
+    // The cached manifest and layer: no credentials and wrong credentials get 401, the right
+    // ones get the bytes.
+    let base = format!("{}/v2/team/private", node.url());
+    let wrong = basic("alice", "wrong");
+    let right = basic("alice", "s3cret");
+    // distribution answers 404 for an OCI manifest the client does not say it accepts.
+    let accept = ("Accept", common::image::OCI_MANIFEST);
+    for path in [
+        format!("{base}/blobs/{layer}"),
+        format!("{base}/manifests/{}", manifest.digest),
+        format!("{base}/manifests/v1"),
+    ] {
+        for (who, headers) in [
+            ("anonymous", vec![accept]),
+            (
+                "wrong password",
+                vec![accept, ("Authorization", wrong.as_str())],
+            ),
+        ] {
+            for method in ["GET", "HEAD"] {
+                let resp = http_request(method, &path, &headers, &[]).unwrap();
+                assert_eq!(resp.status, 401, "{who} {method} {path}");
+                assert!(resp.header("www-authenticate").is_some());
+                if method == "GET" {
+                    let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+                    assert_eq!(v["errors"][0]["code"], "UNAUTHORIZED", "{who} {path}");
+                }
+            }
+        }
+        let ok = http_request(
+            "GET",
+            &path,
+            &[accept, ("Authorization", right.as_str())],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(ok.status, 200, "{path}");
+    }
+    let layer_body = http_request(
+        "GET",
+        &format!("{base}/blobs/{layer}"),
+        &[("Authorization", right.as_str())],
+        &[],
+    )
+    .unwrap()
+    .body;
+    assert_eq!(sha256_hex(&layer_body), *layer);
+    // It came from the node's store, not the upstream again.
+    assert_eq!(upstream_gets(&registry, layer), 1);
+
+    // A private layer cannot be read by naming it under another repository.
+    let other = format!("{}/v2/team/other/blobs/{layer}", node.url());
+    let resp = http_request("GET", &other, &[("Authorization", right.as_str())], &[]).unwrap();
+    assert_eq!(resp.status, 404);
+}
+
+#[test]
+fn admin_endpoints_report_status_and_metrics() {
+    let node = ShoalNode::start(&["--zone", "z1"]);
+    let status = http_request("GET", &node.admin_url("/status"), &[], &[]).unwrap();
+    assert_eq!(status.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
+    assert_eq!(v["role"], "node");
+    assert_eq!(v["zone"], "z1");
+    assert_eq!(v["peers"], 0);
+    assert!(v.get("peer_id").is_some() && v.get("listen_addrs").is_some());
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            http_request("GET", &node.admin_url(path), &[], &[])
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    let metrics = http_request("GET", &node.admin_url("/metrics"), &[], &[]).unwrap();
+    let text = String::from_utf8(metrics.body).unwrap();
+    for name in [
+        "shoal_served_bytes_total{source=\"cache\"}",
+        "shoal_served_bytes_total{source=\"upstream\"}",
+        "shoal_served_bytes_total{source=\"fallback\"}",
+        "shoal_piece_verify_failures_total",
+        "shoal_stale_manifests_served_total",
+    ] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
+    let base = http_request("GET", &format!("{}/v2/", node.url()), &[], &[]).unwrap();
+    assert_eq!(base.status, 200);
+    assert_eq!(
+        base.header("docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+}
