@@ -316,8 +316,10 @@ mod tests {
                 .contains("credentials")
         );
 
-        let mut bad = NodeConfig::default();
-        bad.upstream_read_timeout_secs = 0;
+        let bad = NodeConfig {
+            upstream_read_timeout_secs: 0,
+            ..Default::default()
+        };
         assert!(
             bad.validate()
                 .unwrap_err()

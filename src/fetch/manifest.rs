@@ -185,7 +185,7 @@ fn head_answer(resp: &reqwest::Response) -> Result<Manifest, Option<String>> {
         Some(ct) => MediaType::of_manifest(Some(ct), b"").map_err(|e| Some(e.to_string()))?,
         None => return Err(None),
     };
-    let size = content_length(&resp).ok_or(None)?;
+    let size = content_length(resp).ok_or(None)?;
     if size > MAX_MANIFEST_BYTES as u64 {
         return Err(Some(format!("manifest of {size} bytes is over the limit")));
     }
@@ -242,18 +242,15 @@ async fn read_manifest(
             }
             d.clone()
         }
-        Reference::Tag(_) => {
-            let computed = match &announced {
-                Some(a) if !a.matches(&body) => {
-                    return Err(Some(format!(
-                        "content does not match its Docker-Content-Digest {a}"
-                    )));
-                }
-                Some(a) => a.clone(),
-                None => Digest::sha256_of(&body),
-            };
-            computed
-        }
+        Reference::Tag(_) => match &announced {
+            Some(a) if !a.matches(&body) => {
+                return Err(Some(format!(
+                    "content does not match its Docker-Content-Digest {a}"
+                )));
+            }
+            Some(a) => a.clone(),
+            None => Digest::sha256_of(&body),
+        },
     };
     let media_type =
         MediaType::of_manifest(content_type.as_deref(), &body).map_err(|e| Some(e.to_string()))?;

@@ -24,6 +24,8 @@
 pub mod containerd;
 /// dockerd with a registry mirror.
 pub mod docker;
+/// A fake upstream registry whose answers (lies, cuts, slowness) a test decides.
+pub mod fake;
 /// A tiny blocking HTTP/1.1 client.
 pub mod http;
 /// Generated OCI test images and pushing them.
