@@ -6,8 +6,13 @@
 //! - cold blob: time through the node (first request) vs straight from the registry;
 //! - N concurrent requests for one cold blob: how many times the upstream sent it.
 //!
+//! The cold comparison runs twice: with the registry on loopback (bound by CPU and disk on a
+//! small machine, since registry, node and client share it), and with the registry in a network
+//! namespace behind a veth link capped by `tc tbf` (as a registry elsewhere on the network is;
+//! needs root).
+//!
 //! `cargo bench --bench mirror -- [--size-mib 1024] [--rounds 3] [--concurrent 500]
-//! [--concurrent-size-mib 64]`
+//! [--concurrent-size-mib 64] [--upstream-mbit 1000]`
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -22,6 +27,7 @@ struct Args {
     rounds: usize,
     concurrent: usize,
     concurrent_size_mib: u64,
+    upstream_mbit: u64,
 }
 
 fn parse_args() -> Args {
@@ -30,6 +36,7 @@ fn parse_args() -> Args {
         rounds: 3,
         concurrent: 500,
         concurrent_size_mib: 64,
+        upstream_mbit: 1000,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -39,6 +46,7 @@ fn parse_args() -> Args {
             "--size-mib" => a.size_mib = value().expect("--size-mib N"),
             "--rounds" => a.rounds = value().expect("--rounds N") as usize,
             "--concurrent" => a.concurrent = value().expect("--concurrent N") as usize,
+            "--upstream-mbit" => a.upstream_mbit = value().expect("--upstream-mbit N"),
             "--concurrent-size-mib" => {
                 a.concurrent_size_mib = value().expect("--concurrent-size-mib N")
             }
@@ -114,22 +122,133 @@ fn wait_http(url: &str) {
     panic!("{url} did not come up");
 }
 
-fn start_registry(dir: &Path) -> (Proc, String) {
+fn start_registry(dir: &Path, storage: &Path, ip: &str, netns: Option<&str>) -> (Proc, String) {
     let port = free_port();
-    let config = dir.join("registry.yml");
+    let config = dir.join(format!("registry-{port}.yml"));
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
-            dir.join("registry-data").display()
+            "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {ip}:{port}}}\n",
+            storage.display()
         ),
     )
     .unwrap();
-    let mut cmd = Command::new("docker-registry");
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "docker-registry"]);
+            c
+        }
+        None => Command::new("docker-registry"),
+    };
     cmd.arg("serve").arg(&config);
     let p = Proc::spawn(cmd);
-    wait_http(&format!("127.0.0.1:{port}"));
-    (p, format!("http://127.0.0.1:{port}"))
+    wait_http(&format!("{ip}:{port}"));
+    (p, format!("http://{ip}:{port}"))
+}
+
+/// A network namespace joined to this one by a veth pair whose both directions are capped by
+/// `tc tbf` at `mbit`: the upstream's link. Deleted on drop.
+struct CappedLink {
+    ns: String,
+}
+
+impl CappedLink {
+    const NS_IP: &str = "10.231.7.2";
+
+    fn create(mbit: u64) -> Option<CappedLink> {
+        let id = std::process::id() % 100_000;
+        let (ns, host_if, ns_if) = (
+            format!("shoal-bench-{id}"),
+            format!("sbh{id}"),
+            format!("sbn{id}"),
+        );
+        let rate = format!("{mbit}mbit");
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["ip", "netns", "add", &ns],
+            vec![
+                "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+            ],
+            vec!["ip", "link", "set", &ns_if, "netns", &ns],
+            vec!["ip", "addr", "add", "10.231.7.1/30", "dev", &host_if],
+            vec!["ip", "link", "set", &host_if, "up"],
+            vec![
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "addr",
+                "add",
+                "10.231.7.2/30",
+                "dev",
+                &ns_if,
+            ],
+            vec![
+                "ip", "netns", "exec", &ns, "ip", "link", "set", &ns_if, "up",
+            ],
+            vec!["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"],
+            vec![
+                "tc", "qdisc", "add", "dev", &host_if, "root", "tbf", "rate", &rate, "burst",
+                "4mb", "latency", "50ms",
+            ],
+            vec![
+                "ip", "netns", "exec", &ns, "tc", "qdisc", "add", "dev", &ns_if, "root", "tbf",
+                "rate", &rate, "burst", "4mb", "latency", "50ms",
+            ],
+        ];
+        let link = CappedLink { ns: ns.clone() };
+        for step in steps {
+            let ok = Command::new(step[0])
+                .args(&step[1..])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!(
+                    "capped upstream link unavailable ({}); skipping that part",
+                    step.join(" ")
+                );
+                return None;
+            }
+        }
+        Some(link)
+    }
+}
+
+impl Drop for CappedLink {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// Alternating rounds: a direct GET from the registry, then a GET through a fresh node (empty
+/// store). Returns the median seconds of each and the last node.
+async fn cold_rounds(
+    client: &reqwest::Client,
+    work: &Path,
+    registry_url: &str,
+    path: &str,
+    bytes: u64,
+    rounds: usize,
+    label: &str,
+) -> (f64, f64, (Proc, String)) {
+    let (mut via_node, mut direct) = (Vec::new(), Vec::new());
+    let mut node: Option<(Proc, String)> = None;
+    for round in 0..rounds {
+        direct.push(fetch(client, &format!("{registry_url}{path}")).await.0);
+        drop(node.take());
+        let started = start_node(&work.join(format!("node-{label}-{round}")), registry_url);
+        let (secs, n) = fetch(client, &format!("{}{path}", started.1)).await;
+        assert_eq!(n, bytes);
+        via_node.push(secs);
+        node = Some(started);
+    }
+    (
+        median(via_node),
+        median(direct),
+        node.expect("at least one round"),
+    )
 }
 
 fn start_node(dir: &Path, upstream: &str) -> (Proc, String) {
@@ -259,7 +378,8 @@ async fn main() {
         .prefix("shoal-bench-")
         .tempdir()
         .unwrap();
-    let (registry, registry_url) = start_registry(work.path());
+    let storage = work.path().join("registry-data");
+    let (registry, registry_url) = start_registry(work.path(), &storage, "127.0.0.1", None);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let mib = |b: u64, s: f64| b as f64 / s / (1024.0 * 1024.0);
 
@@ -269,26 +389,48 @@ async fn main() {
     std::fs::remove_file(&file).unwrap();
     let direct_url = format!("{registry_url}/v2/bench/big/blobs/{digest}");
 
-    // Cold: each round a fresh node (empty store) vs a direct GET, alternating.
-    let (mut cold_node, mut cold_direct) = (Vec::new(), Vec::new());
-    let mut node: Option<(Proc, String)> = None;
-    let mut fresh_idle_kib = 0;
-    for round in 0..args.rounds {
-        cold_direct.push(fetch(&client, &direct_url).await.0);
-        drop(node.take());
-        let node_dir = work.path().join(format!("node-{round}"));
-        let started = start_node(&node_dir, &registry_url);
-        if round == 0 {
-            std::thread::sleep(Duration::from_millis(300));
-            fresh_idle_kib = started.0.rss_kib();
+    // Idle footprint of a freshly started node.
+    let fresh_idle_kib = {
+        let (fresh, _) = start_node(&work.path().join("node-idle"), &registry_url);
+        std::thread::sleep(Duration::from_millis(300));
+        fresh.rss_kib()
+    };
+
+    // Cold, over loopback: CPU and disk bound on a small machine.
+    let blob_path = format!("/v2/bench/big/blobs/{digest}");
+    let size = args.size_mib << 20;
+    let (kn, kd, (node, node_url)) = cold_rounds(
+        &client,
+        work.path(),
+        &registry_url,
+        &blob_path,
+        size,
+        args.rounds,
+        "loopback",
+    )
+    .await;
+
+    // Cold, with the upstream behind a capped link (as a registry in another network is).
+    let capped = match CappedLink::create(args.upstream_mbit) {
+        Some(link) => {
+            let (registry, url) =
+                start_registry(work.path(), &storage, CappedLink::NS_IP, Some(&link.ns));
+            let (n, d, _) = cold_rounds(
+                &client,
+                work.path(),
+                &url,
+                &blob_path,
+                size,
+                args.rounds,
+                "capped",
+            )
+            .await;
+            drop(registry);
+            Some((n, d))
         }
-        let url = format!("{}/v2/bench/big/blobs/{digest}", started.1);
-        let (secs, n) = fetch(&client, &url).await;
-        assert_eq!(n, args.size_mib << 20);
-        cold_node.push(secs);
-        node = Some(started);
-    }
-    let (node, node_url) = node.expect("at least one round");
+        None => None,
+    };
+
     std::thread::sleep(Duration::from_millis(500));
     let idle_kib = node.rss_kib();
 
@@ -326,9 +468,7 @@ async fn main() {
     let concurrent_secs = t.elapsed().as_secs_f64();
     let upstream_fetches = blob_gets(&registry, &small);
 
-    let size = args.size_mib << 20;
     let (cn, cd) = (median(cached_node), median(cached_direct));
-    let (kn, kd) = (median(cold_node), median(cold_direct));
     println!();
     println!(
         "shoal mirror benchmark ({} MiB blob, median of {} rounds)",
@@ -347,11 +487,26 @@ async fn main() {
     );
     println!(
         "{:<44} {:>10.2} s {:>10.2} s {:>7.2}x  <= 1.1x",
-        "cold blob time (through node vs direct)",
+        "cold blob time, upstream on loopback",
         kn,
         kd,
         kn / kd
     );
+    match capped {
+        Some((n, d)) => println!(
+            "{:<44} {:>10.2} s {:>10.2} s {:>7.2}x  <= 1.1x",
+            format!(
+                "cold blob time, upstream link {} Mbit/s",
+                args.upstream_mbit
+            ),
+            n,
+            d,
+            n / d
+        ),
+        None => {
+            println!("cold blob time, capped upstream link: not measured (needs root and iproute2)")
+        }
+    }
     println!(
         "{:<44} {:>8.1} MiB {:>12} {:>8}  <= 64 MiB",
         "node peak RSS while serving",

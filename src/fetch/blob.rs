@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Method, StatusCode, header};
 
 use super::download::{Download, Phase};
@@ -11,9 +11,6 @@ use super::failures::{Failures, Verdict, content_length, judge};
 use super::{Blob, BlobRequest, Fetcher, ObjectKind};
 use crate::oci::{ErrorCode, RegistryError, UpstreamRequest};
 use crate::store::{BlobWriter, StoreError};
-
-/// Bytes gathered before one write to disk (and one progress update for readers).
-const FLUSH_BYTES: usize = 1024 * 1024;
 
 fn store_error(e: StoreError) -> RegistryError {
     tracing::error!(error = %e, "store failure");
@@ -100,7 +97,7 @@ impl Fetcher {
     /// Runs the source chain until one source delivers the verified blob.
     async fn run_download(
         &self,
-        dl: &Download,
+        dl: &Arc<Download>,
         req: &BlobRequest,
         writer: BlobWriter,
     ) -> Result<u64, RegistryError> {
@@ -184,12 +181,21 @@ impl Fetcher {
                         break;
                     }
                 }
-                let w = writer.take().expect("writer present");
-                let finished = tokio::task::spawn_blocking(move || w.finish())
-                    .await
-                    .expect("blob finish does not panic");
-                match finished {
-                    Ok(size) => {
+                let mut w = writer.take().expect("writer present");
+                let (w, verified) = tokio::task::spawn_blocking(move || {
+                    let r = w.verify();
+                    (w, r)
+                })
+                .await
+                .expect("blob verify does not panic");
+                match verified {
+                    Ok(()) => {
+                        // Readers may have the last byte now; durability follows.
+                        dl.update(|p| p.verified = true);
+                        let size = tokio::task::spawn_blocking(move || w.commit())
+                            .await
+                            .expect("blob commit does not panic")
+                            .map_err(store_error)?;
                         self.authorizer.grant(
                             &req.registry,
                             &req.repo,
@@ -200,6 +206,7 @@ impl Fetcher {
                         return Ok(size);
                     }
                     Err(StoreError::DigestMismatch { actual, .. }) => {
+                        drop(w);
                         self.metrics
                             .blob_verify_failures
                             .with_label_values(&[source.label()])
@@ -286,6 +293,7 @@ fn restart(dl: &Download, w: &mut BlobWriter) -> Result<(), StoreError> {
     dl.update(|p| {
         p.generation += 1;
         p.written = 0;
+        p.verified = false;
     });
     Ok(())
 }
@@ -299,57 +307,72 @@ enum BodyError {
     Store(StoreError),
 }
 
-/// Copies a response body into the writer, in large writes done off the async threads,
-/// publishing progress after each.
+/// Bytes gathered (as a list of received chunks, not copied) before they are handed to the
+/// writer thread.
+const BATCH_BYTES: usize = 512 * 1024;
+/// Batches queued for the writer thread: bounds the memory of one download.
+const QUEUE_BATCHES: usize = 8;
+
+/// Copies a response body into the writer. A blocking thread writes and hashes while this task
+/// keeps receiving, and publishes each chunk to readers once it is in the file.
 async fn stream_body(
     mut resp: reqwest::Response,
     writer: &mut Option<BlobWriter>,
-    dl: &Download,
+    dl: &Arc<Download>,
     size: Option<u64>,
 ) -> Result<(), BodyError> {
-    let mut buf = BytesMut::with_capacity(FLUSH_BYTES);
-    loop {
-        let chunk = resp.chunk().await;
-        let (end, err) = match chunk {
-            Ok(Some(c)) => {
-                buf.extend_from_slice(&c);
-                (false, None)
-            }
-            Ok(None) => (true, None),
-            Err(e) => (true, Some(BodyError::Source(e.without_url().to_string()))),
-        };
-        let written = writer.as_ref().expect("writer present").written();
-        if size.is_some_and(|s| written + buf.len() as u64 > s) {
-            return Err(BodyError::TooLong);
-        }
-        if buf.len() >= FLUSH_BYTES || (end && !buf.is_empty()) {
-            let data = buf.split().freeze();
-            flush(writer, data).await.map_err(BodyError::Store)?;
-            let written = writer.as_ref().expect("writer present").written();
-            dl.update(|p| p.written = written);
-        }
-        if end {
-            let written = writer.as_ref().expect("writer present").written();
-            return match err {
-                Some(e) => Err(e),
-                None if size.is_some_and(|s| written < s) => Err(BodyError::Source(format!(
-                    "body ended after {written} of {} bytes",
-                    size.unwrap_or_default()
-                ))),
-                None => Ok(()),
-            };
-        }
-    }
-}
-
-async fn flush(writer: &mut Option<BlobWriter>, data: Bytes) -> Result<(), StoreError> {
     let mut w = writer.take().expect("writer present");
-    let (w, result) = tokio::task::spawn_blocking(move || {
-        let r = w.write(&data);
-        (w, r)
-    })
-    .await
-    .expect("blob write does not panic");
+    let mut received = w.written();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUE_BATCHES);
+    let progress = dl.clone();
+    let thread = tokio::task::spawn_blocking(move || {
+        while let Some(batch) = rx.blocking_recv() {
+            for chunk in batch {
+                let offset = w.written();
+                if let Err(e) = w.write(&chunk) {
+                    return (w, Err(e));
+                }
+                progress.wrote(offset, chunk);
+            }
+        }
+        (w, Ok(()))
+    });
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0;
+    let outcome = loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                received += c.len() as u64;
+                if size.is_some_and(|s| received > s) {
+                    break Err(BodyError::TooLong);
+                }
+                batch_bytes += c.len();
+                batch.push(c);
+                // A failed send means the writer stopped; its error is reported below.
+                if batch_bytes >= BATCH_BYTES {
+                    batch_bytes = 0;
+                    if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                        break Ok(());
+                    }
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(BodyError::Source(e.without_url().to_string())),
+        }
+    };
+    if !batch.is_empty() && !matches!(outcome, Err(BodyError::TooLong)) {
+        let _ = tx.send(batch).await;
+    }
+    drop(tx);
+    let (w, written) = thread.await.expect("blob writer does not panic");
+    let total = w.written();
     *writer = Some(w);
-    result
+    written.map_err(BodyError::Store)?;
+    outcome?;
+    match size {
+        Some(s) if total < s => Err(BodyError::Source(format!(
+            "body ended after {total} of {s} bytes"
+        ))),
+        _ => Ok(()),
+    }
 }

@@ -6,17 +6,19 @@
 //! never receives a complete body of unverified content: if verification fails, readers end
 //! with an error and the client's connection is cut short.
 
-use std::io::{self, SeekFrom};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::Stream;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
 use crate::metrics::{NodeMetrics, Source};
 use crate::oci::{Digest, RegistryError};
+use crate::store::read::{READ_CHUNK, read_at};
 
 /// Where a download stands.
 #[derive(Debug, Clone)]
@@ -44,9 +46,16 @@ pub struct Progress {
     pub source: Source,
     /// The phase.
     pub phase: Phase,
+    /// The content written in this generation matched the digest (it may not be durable and in
+    /// place yet: `Complete` says that).
+    pub verified: bool,
     /// The file being written in this generation.
     pub temp: Arc<Path>,
 }
+
+/// How many bytes of the newest chunks stay in memory, so readers that keep up with the
+/// download are served without reading the file back.
+const RECENT_BYTES: u64 = 8 * 1024 * 1024;
 
 /// A download shared by every request for the same digest on this node.
 #[derive(Debug)]
@@ -56,6 +65,8 @@ pub struct Download {
     /// Its place in the store once complete.
     pub final_path: PathBuf,
     state: watch::Sender<Progress>,
+    /// The newest written chunks: (generation, offset, bytes), oldest first.
+    recent: Mutex<VecDeque<(u32, u64, Bytes)>>,
 }
 
 impl Download {
@@ -66,13 +77,46 @@ impl Download {
             size: None,
             source: Source::Upstream,
             phase: Phase::Connecting,
+            verified: false,
             temp: Arc::from(temp),
         });
         Download {
             digest,
             final_path,
             state,
+            recent: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Records that `chunk` was written at `offset` and publishes the new length. Called by the
+    /// writer after the bytes are in the file.
+    pub(super) fn wrote(&self, offset: u64, chunk: Bytes) {
+        let generation = self.state.borrow().generation;
+        let end = offset + chunk.len() as u64;
+        {
+            let mut recent = self.recent.lock().unwrap();
+            recent.push_back((generation, offset, chunk));
+            while recent
+                .front()
+                .is_some_and(|(g, o, _)| *g != generation || end - o > RECENT_BYTES)
+            {
+                recent.pop_front();
+            }
+        }
+        self.update(|p| p.written = end);
+    }
+
+    /// Bytes `pos..limit` (or a prefix of them) if still held in memory.
+    fn recent_slice(&self, generation: u32, pos: u64, limit: u64) -> Option<Bytes> {
+        let recent = self.recent.lock().unwrap();
+        recent.iter().find_map(|(g, o, b)| {
+            let end = o + b.len() as u64;
+            (*g == generation && *o <= pos && pos < end).then(|| {
+                let from = (pos - o) as usize;
+                let to = (end.min(limit) - o) as usize;
+                b.slice(from..to)
+            })
+        })
     }
 
     /// The current progress.
@@ -161,14 +205,12 @@ fn gone() -> RegistryError {
     )
 }
 
-const READ_CHUNK: u64 = 256 * 1024;
-
 struct ReaderState {
     download: Arc<Download>,
     rx: watch::Receiver<Progress>,
     pos: u64,
     end: u64,
-    file: Option<tokio::fs::File>,
+    file: Option<Arc<File>>,
     generation: Option<u32>,
     sent_any: bool,
     done: bool,
@@ -196,51 +238,51 @@ impl ReaderState {
             }
             let complete = matches!(p.phase, Phase::Complete);
             // Hold back the last byte until the blob is verified.
-            let limit = if complete {
+            let limit = if complete || p.verified {
                 p.size.unwrap_or(p.written)
             } else {
                 p.written.saturating_sub(1)
             };
             if limit > self.pos {
-                if self.file.is_none() {
+                if self.file.is_none()
+                    && self
+                        .download
+                        .recent_slice(p.generation, self.pos, limit)
+                        .is_none()
+                {
                     let path: &Path = if complete {
                         &self.download.final_path
                     } else {
                         &p.temp
                     };
-                    match tokio::fs::File::open(path).await {
-                        Ok(mut f) => {
-                            f.seek(SeekFrom::Start(self.pos)).await?;
-                            self.file = Some(f);
-                        }
-                        // Renamed or replaced under us: look at the state again.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                            if self.rx.has_changed().unwrap_or(false) {
-                                continue;
-                            }
-                            if complete {
-                                return Err(e);
-                            }
+                    match File::open(path) {
+                        Ok(f) => self.file = Some(Arc::new(f)),
+                        // Renamed into place meanwhile: look at the state again.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound && !complete => {
                             self.rx
                                 .changed()
                                 .await
-                                .map_err(|_| io::Error::other("ended"))?;
+                                .map_err(|_| io::Error::other("download ended unexpectedly"))?;
                             continue;
                         }
                         Err(e) => return Err(e),
                     }
                 }
-                let want = (limit - self.pos).min(self.end - self.pos).min(READ_CHUNK) as usize;
-                let mut buf = BytesMut::zeroed(want);
-                let file = self.file.as_mut().expect("opened above");
-                file.read_exact(&mut buf).await?;
-                self.pos += want as u64;
+                let limit = limit.min(self.end);
+                let chunk = match self.download.recent_slice(p.generation, self.pos, limit) {
+                    Some(b) => b,
+                    None => {
+                        let file = self.file.clone().expect("opened above");
+                        let want = (limit - self.pos).min(READ_CHUNK);
+                        read_at(file, self.pos, want as usize).await?
+                    }
+                };
+                self.pos += chunk.len() as u64;
                 self.sent_any = true;
-                self.metrics.served(p.source, want as u64);
-                return Ok(Some(buf.freeze()));
+                self.metrics.served(p.source, chunk.len() as u64);
+                return Ok(Some(chunk));
             }
             if complete {
-                // The blob is shorter than the range asked for.
                 return Err(io::Error::other("range beyond the end of the blob"));
             }
             self.rx

@@ -1,23 +1,18 @@
 //! `GET`/`HEAD /v2/<name>/blobs/<digest>`: from the store, or joined to the download of it.
 
-use std::io::SeekFrom;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::RequestContext;
 use super::route::{ByteRange, parse_range};
 use crate::fetch::{Blob, BlobRequest, ObjectKind};
 use crate::metrics::Source;
 use crate::oci::{Digest, ErrorCode, RegistryError, RepoName};
-
-/// Size of the reads that feed a response from a stored file.
-const FILE_CHUNK: usize = 256 * 1024;
+use crate::store::read::file_stream;
 
 pub(super) async fn get(
     ctx: RequestContext,
@@ -97,17 +92,11 @@ async fn serve_file(
     range: Option<ByteRange>,
     count: impl Fn(u64) + Send + Sync + 'static,
 ) -> Result<Response, RegistryError> {
-    let mut file = tokio::fs::File::open(path).await.map_err(|e| {
+    let file = std::fs::File::open(path).map_err(|e| {
         RegistryError::new(ErrorCode::Unknown, format!("cannot open stored blob: {e}"))
     })?;
     let (start, end) = range.map_or((0, size), |r| (r.start, r.end));
-    if start > 0 {
-        file.seek(SeekFrom::Start(start)).await.map_err(|e| {
-            RegistryError::new(ErrorCode::Unknown, format!("cannot read stored blob: {e}"))
-        })?;
-    }
-    let count = Arc::new(count);
-    let stream = ReaderStream::with_capacity(file.take(end - start), FILE_CHUNK).map(move |r| {
+    let stream = file_stream(Arc::new(file), start, end).map(move |r| {
         if let Ok(b) = &r {
             count(b.len() as u64);
         }

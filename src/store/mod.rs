@@ -12,6 +12,7 @@
 //! place, so a file under `blobs/` is always complete and correct, whatever was killed when.
 //! `tmp/` is emptied when the store opens: a download cut by a crash starts over.
 
+pub mod read;
 mod writer;
 
 use std::fs;

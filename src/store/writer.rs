@@ -68,12 +68,12 @@ impl BlobWriter {
         Ok(())
     }
 
-    /// Verifies the content, makes it durable and moves it into place.
+    /// Checks the bytes written against the digest. After `Ok`, nothing more may be written;
+    /// call [`BlobWriter::commit`].
     ///
     /// # Errors
-    /// [`StoreError::DigestMismatch`] when the bytes are not the blob (the temporary file is then
-    /// removed), or on I/O failure.
-    pub fn finish(mut self) -> Result<u64, StoreError> {
+    /// [`StoreError::DigestMismatch`] when the bytes are not the blob.
+    pub fn verify(&mut self) -> Result<(), StoreError> {
         let actual =
             std::mem::replace(&mut self.hasher, Hasher::new(self.digest.algorithm())).finish();
         if actual != self.digest {
@@ -82,18 +82,41 @@ impl BlobWriter {
                 actual,
             });
         }
+        Ok(())
+    }
+
+    /// Makes verified content durable and moves it into place.
+    ///
+    /// # Errors
+    /// On I/O failure (the temporary file is then removed).
+    pub fn commit(mut self) -> Result<u64, StoreError> {
         let file = self.file.take().expect("writer used after finish");
-        file.sync_all()
-            .map_err(StoreError::io("sync", &self.temp))?;
-        drop(file);
-        fs::rename(&self.temp, &self.dest).map_err(StoreError::io("rename", &self.dest))?;
-        if let Some(dir) = self.dest.parent() {
-            // Make the rename itself durable.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(StoreError::io("sync", dir))?;
+        let result = (|| {
+            file.sync_all()
+                .map_err(StoreError::io("sync", &self.temp))?;
+            drop(file);
+            fs::rename(&self.temp, &self.dest).map_err(StoreError::io("rename", &self.dest))?;
+            if let Some(dir) = self.dest.parent() {
+                // Make the rename itself durable.
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(StoreError::io("sync", dir))?;
+            }
+            Ok(self.written)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&self.temp);
         }
-        Ok(self.written)
+        result
+    }
+
+    /// [`verify`](Self::verify) then [`commit`](Self::commit).
+    ///
+    /// # Errors
+    /// As theirs; on a mismatch the temporary file is removed.
+    pub fn finish(mut self) -> Result<u64, StoreError> {
+        self.verify()?;
+        self.commit()
     }
 }
 

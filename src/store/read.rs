@@ -1,0 +1,39 @@
+//! Reading stored files off the async threads: positioned reads of large chunks in the
+//! blocking pool, with one chunk read ahead while the previous one is being sent.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+
+/// Size of one read; large enough that the blocking-pool hop is noise.
+pub const READ_CHUNK: u64 = 2 * 1024 * 1024;
+
+/// Reads exactly `len` bytes at `offset`.
+///
+/// # Errors
+/// On I/O failure, or `UnexpectedEof` if the file is shorter.
+pub async fn read_at(file: Arc<File>, offset: u64, len: usize) -> io::Result<Bytes> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = BytesMut::zeroed(len);
+        file.read_exact_at(&mut buf, offset)?;
+        Ok(buf.freeze())
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// Streams bytes `start..end` of a file that will not change, reading one chunk ahead.
+pub fn file_stream(
+    file: Arc<File>,
+    start: u64,
+    end: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let offsets = (start..end).step_by(READ_CHUNK as usize);
+    futures_util::stream::iter(offsets)
+        .map(move |off| read_at(file.clone(), off, (end - off).min(READ_CHUNK) as usize))
+        .buffered(2)
+}
