@@ -274,6 +274,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let cfg: NodeConfig = toml::from_str(include_str!("../examples/node.toml")).unwrap();
+        let s = cfg.validate().unwrap();
+        assert_eq!(s.registries.chain(&"docker.io".parse().unwrap()).len(), 2);
+    }
+
+    #[test]
     fn file_parses_and_errors_name_the_key() {
         let cfg: NodeConfig = toml::from_str(
             r#"

@@ -102,11 +102,14 @@ fn lying_content_length_is_caught() {
     );
     let (s2, mut l2, sp) = (short.clone(), long.clone(), short_path.clone());
     l2.extend(bytes(4 * KIB, 12));
-    let fake = FakeRegistry::start(move |req| match req.path == sp {
-        // Announces 100 bytes fewer than the blob has: the announced body cannot match.
-        true => Reply::bytes(s2.clone()).announce(s2.len() - 100),
-        // Announces the right length, then sends garbage after it: not part of the blob.
-        false => Reply::bytes(l2.clone()).announce(MIB),
+    let fake = FakeRegistry::start(move |req| {
+        if req.path == sp {
+            // Announces 100 bytes fewer than the blob has: the announced body cannot match.
+            Reply::bytes(s2.clone()).announce(s2.len() - 100)
+        } else {
+            // Announces the right length, then sends garbage after it: not part of the blob.
+            Reply::bytes(l2.clone()).announce(MIB)
+        }
     });
     let node = node_for(&fake.url(), &[]);
 

@@ -199,11 +199,13 @@ impl Drop for FakeRegistry {
 }
 
 /// Reads one request head (GETs and HEADs carry no body); `None` if the peer sent garbage.
-fn read_request(reader: &mut impl BufRead) -> Option<(String, String, Vec<(String, String)>)> {
+/// `nth` is left 0.
+fn read_request(reader: &mut impl BufRead) -> Option<Request> {
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+    let (method, target) = (parts.next()?.to_owned(), parts.next()?);
+    let path = target.split('?').next().unwrap_or_default().to_owned();
     let mut headers = Vec::new();
     loop {
         let mut line = String::new();
@@ -217,30 +219,27 @@ fn read_request(reader: &mut impl BufRead) -> Option<(String, String, Vec<(Strin
         let (name, value) = line.split_once(':')?;
         headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
     }
-    let path = target.split('?').next().unwrap_or_default().to_owned();
-    Some((method, path, headers))
+    Some(Request {
+        method,
+        path,
+        headers,
+        nth: 0,
+    })
 }
 
 fn serve(mut stream: TcpStream, log: &Mutex<Vec<Request>>, handler: &dyn Fn(&Request) -> Reply) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-    let Some((method, path, headers)) = read_request(&mut reader) else {
+    let Some(mut request) = read_request(&mut reader) else {
         return;
     };
-    let request = {
+    {
         let mut log = log.lock().unwrap();
-        let nth = log
+        request.nth = log
             .iter()
-            .filter(|r| r.method == method && r.path == path)
+            .filter(|r| r.method == request.method && r.path == request.path)
             .count();
-        let request = Request {
-            method,
-            path,
-            headers,
-            nth,
-        };
         log.push(request.clone());
-        request
-    };
+    }
     let reply = if request.path == "/v2/" || request.path == "/v2" {
         Reply::manifest("application/json", b"{}".to_vec())
     } else {
