@@ -366,7 +366,7 @@ fn blob_gets(registry: &Proc, digest: &str) -> usize {
         .lock()
         .unwrap()
         .iter()
-        .filter(|l| l.contains(&format!("\"GET /v2/")) && l.contains(&format!("/blobs/{digest}")))
+        .filter(|l| l.contains("\"GET /v2/") && l.contains(&format!("/blobs/{digest}")))
         .count()
 }
 

@@ -15,6 +15,9 @@ use crate::mirror::{self, MirrorState, admin};
 use crate::oci::RegistryClient;
 use crate::store::{Store, StoreError};
 
+/// How long open requests may run after a shutdown signal.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -126,9 +129,19 @@ impl Node {
         ));
         shutdown.await;
         let _ = tx.send(true);
-        for server in [mirror, admin] {
-            server.await.expect("server task does not panic")?;
+        // Open requests get a grace period; a long blob transfer does not hold the exit.
+        let drain = async {
+            for server in [mirror, admin] {
+                server.await.expect("server task does not panic")?;
+            }
+            Ok::<_, NodeError>(())
+        };
+        match tokio::time::timeout(SHUTDOWN_GRACE, drain).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!("requests still open after the grace period; exiting anyway");
+                Ok(())
+            }
         }
-        Ok(())
     }
 }

@@ -46,13 +46,15 @@ fn containerd_pulls_through_the_node_and_a_second_pull_comes_from_its_store() {
     push_image(&image, &registry, "library/app", "v1", None);
     let node = node_for(&registry, &[]);
 
+    // The runtime configuration comes from `shoal containerd-config` itself.
     let hosts = work.path().join("hosts");
-    write_hosts_toml(
-        &hosts,
-        "docker.io",
-        "https://registry-1.docker.io",
-        &node.url(),
-    );
+    let output = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["containerd-config", "--node", &node.url(), "--write"])
+        .arg(&hosts)
+        .output()
+        .unwrap();
+    common::check_output("shoal containerd-config", &output);
+    assert!(hosts.join("_default/hosts.toml").exists());
     let reference = "docker.io/library/app:v1";
     let amd64 = image.manifest_for("linux", "amd64");
 
