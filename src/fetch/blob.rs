@@ -9,7 +9,7 @@ use http::{Method, StatusCode, header};
 use super::download::{Download, Phase};
 use super::failures::{Failures, Verdict, content_length, judge};
 use super::{Blob, BlobRequest, Fetcher, ObjectKind};
-use crate::oci::{ErrorCode, RegistryError, UpstreamRequest};
+use crate::oci::{ErrorCode, Hasher, RegistryError, UpstreamRequest};
 use crate::store::{BlobWriter, StoreError};
 
 fn store_error(e: StoreError) -> RegistryError {
@@ -74,6 +74,7 @@ impl Fetcher {
                         p.phase = Phase::Complete;
                         p.size = Some(size);
                         p.written = size;
+                        p.on_disk = size;
                     });
                     tracing::info!(digest = %req.digest, size, "blob stored");
                     "ok"
@@ -101,7 +102,7 @@ impl Fetcher {
         req: &BlobRequest,
         writer: BlobWriter,
     ) -> Result<u64, RegistryError> {
-        let mut writer = Some(writer);
+        let mut sink = Sink::new(writer);
         let mut failures = Failures::default();
         let path = format!("{}/blobs/{}", req.repo, req.digest);
         for (source, endpoint) in self.registries.chain(&req.registry) {
@@ -109,8 +110,7 @@ impl Fetcher {
             // One resume of the same source after a cut body, then the next source.
             let mut resumes_left = 1;
             loop {
-                let w = writer.as_mut().expect("writer present between attempts");
-                let offset = w.written();
+                let offset = sink.written();
                 let upstream_req = UpstreamRequest {
                     method: Method::GET,
                     repo: &req.repo,
@@ -143,7 +143,7 @@ impl Fetcher {
                 };
                 if start != offset {
                     // The source ignored the resume and sends from the start: begin again.
-                    restart(dl, w).map_err(store_error)?;
+                    sink.restart(dl).map_err(store_error)?;
                 }
                 let known = dl.progress().size;
                 if let (Some(known), Some(size)) = (known, size)
@@ -157,23 +157,21 @@ impl Fetcher {
                     p.source = source;
                     p.phase = Phase::Streaming;
                 });
-                match stream_body(resp, &mut writer, dl, size).await {
+                let (returned, body) = stream_body(resp, sink, dl, size).await;
+                sink = returned;
+                match body {
                     Ok(()) => {}
                     Err(BodyError::Store(e)) => return Err(store_error(e)),
                     Err(BodyError::TooLong) => {
                         failures.bad_content(source, &host, "more bytes than announced");
-                        self.metrics
-                            .blob_verify_failures
-                            .with_label_values(&[source.label()])
-                            .inc();
-                        let w = writer.as_mut().expect("writer present");
-                        restart(dl, w).map_err(store_error)?;
+                        self.count_bad_content(source);
+                        sink.restart(dl).map_err(store_error)?;
                         break;
                     }
                     Err(BodyError::Source(e)) => {
-                        let w = writer.as_ref().expect("writer present");
-                        tracing::warn!(%host, error = %e, written = w.written(), "body cut short");
-                        if resumes_left > 0 && w.written() > offset {
+                        let written = sink.written();
+                        tracing::warn!(%host, error = %e, written, "body cut short");
+                        if resumes_left > 0 && written > offset {
                             resumes_left -= 1;
                             continue;
                         }
@@ -181,18 +179,12 @@ impl Fetcher {
                         break;
                     }
                 }
-                let mut w = writer.take().expect("writer present");
-                let (w, verified) = tokio::task::spawn_blocking(move || {
-                    let r = w.verify();
-                    (w, r)
-                })
-                .await
-                .expect("blob verify does not panic");
-                match verified {
+                match sink.writer.verify_with(sink.hasher) {
                     Ok(()) => {
                         // Readers may have the last byte now; durability follows.
                         dl.update(|p| p.verified = true);
-                        let size = tokio::task::spawn_blocking(move || w.commit())
+                        let writer = sink.writer;
+                        let size = tokio::task::spawn_blocking(move || writer.commit())
                             .await
                             .expect("blob commit does not panic")
                             .map_err(store_error)?;
@@ -206,21 +198,19 @@ impl Fetcher {
                         return Ok(size);
                     }
                     Err(StoreError::DigestMismatch { actual, .. }) => {
-                        drop(w);
-                        self.metrics
-                            .blob_verify_failures
-                            .with_label_values(&[source.label()])
-                            .inc();
+                        self.count_bad_content(source);
                         tracing::warn!(%host, expected = %req.digest, %actual, "source sent content that does not match its digest; discarded");
                         failures.bad_content(source, &host, format!("content hashes to {actual}"));
+                        // A new file: readers still holding the old one must not see new bytes.
                         let fresh = self.store.blob_writer(&req.digest).map_err(store_error)?;
                         dl.update(|p| {
                             p.generation += 1;
                             p.written = 0;
+                            p.on_disk = 0;
                             p.phase = Phase::Connecting;
                             p.temp = fresh.temp_path().into();
                         });
-                        writer = Some(fresh);
+                        sink = Sink::new(fresh);
                         break;
                     }
                     Err(e) => return Err(store_error(e)),
@@ -228,6 +218,13 @@ impl Fetcher {
             }
         }
         Err(failures.into_error())
+    }
+
+    fn count_bad_content(&self, source: crate::metrics::Source) {
+        self.metrics
+            .blob_verify_failures
+            .with_label_values(&[source.label()])
+            .inc();
     }
 
     /// Answers `HEAD` for a blob: from the store or a running download when possible, else
@@ -287,15 +284,35 @@ fn body_extent(resp: &reqwest::Response) -> Option<(u64, Option<u64>)> {
     Some((start.parse().ok()?, total))
 }
 
-/// Throws away what was written and tells readers the content starts over.
-fn restart(dl: &Download, w: &mut BlobWriter) -> Result<(), StoreError> {
-    w.reset()?;
-    dl.update(|p| {
-        p.generation += 1;
-        p.written = 0;
-        p.verified = false;
-    });
-    Ok(())
+/// Where one download's bytes go: the file, and the running hash. They are fed on two
+/// threads, so hashing and writing proceed side by side.
+struct Sink {
+    writer: BlobWriter,
+    hasher: Hasher,
+}
+
+impl Sink {
+    fn new(mut writer: BlobWriter) -> Sink {
+        let hasher = writer.detach_hasher();
+        Sink { writer, hasher }
+    }
+
+    fn written(&self) -> u64 {
+        self.writer.written()
+    }
+
+    /// Throws away what was written and tells readers the content starts over.
+    fn restart(&mut self, dl: &Download) -> Result<(), StoreError> {
+        self.writer.reset()?;
+        self.hasher = Hasher::new(dl.digest.algorithm());
+        dl.update(|p| {
+            p.generation += 1;
+            p.written = 0;
+            p.on_disk = 0;
+            p.verified = false;
+        });
+        Ok(())
+    }
 }
 
 enum BodyError {
@@ -313,45 +330,61 @@ const BATCH_BYTES: usize = 512 * 1024;
 /// Batches queued for the writer thread: bounds the memory of one download.
 const QUEUE_BATCHES: usize = 8;
 
-/// Copies a response body into the writer. A blocking thread writes and hashes while this task
-/// keeps receiving, and publishes each chunk to readers once it is in the file.
+/// Copies a response body into the sink. Received chunks go to readers at once (from memory);
+/// one blocking thread writes them to the file and another hashes them, while this task keeps
+/// receiving. The channels are bounded, so a slow disk slows the download rather than filling
+/// memory.
 async fn stream_body(
     mut resp: reqwest::Response,
-    writer: &mut Option<BlobWriter>,
+    sink: Sink,
     dl: &Arc<Download>,
     size: Option<u64>,
-) -> Result<(), BodyError> {
-    let mut w = writer.take().expect("writer present");
-    let mut received = w.written();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUE_BATCHES);
+) -> (Sink, Result<(), BodyError>) {
+    let Sink {
+        mut writer,
+        mut hasher,
+    } = sink;
+    let mut received = writer.written();
+    let (write_tx, mut write_rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUE_BATCHES);
+    let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUE_BATCHES);
     let progress = dl.clone();
-    let thread = tokio::task::spawn_blocking(move || {
-        while let Some(batch) = rx.blocking_recv() {
+    let write_thread = tokio::task::spawn_blocking(move || {
+        while let Some(batch) = write_rx.blocking_recv() {
             for chunk in batch {
-                let offset = w.written();
-                if let Err(e) = w.write(&chunk) {
-                    return (w, Err(e));
+                if let Err(e) = writer.write(&chunk) {
+                    return (writer, Err(e));
                 }
-                progress.wrote(offset, chunk);
+            }
+            let on_disk = writer.written();
+            progress.update(|p| p.on_disk = on_disk);
+        }
+        (writer, Ok(()))
+    });
+    let hash_thread = tokio::task::spawn_blocking(move || {
+        while let Some(batch) = hash_rx.blocking_recv() {
+            for chunk in batch {
+                hasher.update(&chunk);
             }
         }
-        (w, Ok(()))
+        hasher
     });
     let mut batch = Vec::new();
     let mut batch_bytes = 0;
     let outcome = loop {
         match resp.chunk().await {
             Ok(Some(c)) => {
-                received += c.len() as u64;
-                if size.is_some_and(|s| received > s) {
+                if size.is_some_and(|s| received + c.len() as u64 > s) {
                     break Err(BodyError::TooLong);
                 }
+                dl.received(received, c.clone());
+                received += c.len() as u64;
                 batch_bytes += c.len();
                 batch.push(c);
-                // A failed send means the writer stopped; its error is reported below.
                 if batch_bytes >= BATCH_BYTES {
                     batch_bytes = 0;
-                    if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                    let b = std::mem::take(&mut batch);
+                    // A failed send means the writer stopped; its error is reported below.
+                    if hash_tx.send(b.clone()).await.is_err() || write_tx.send(b).await.is_err() {
                         break Ok(());
                     }
                 }
@@ -361,18 +394,22 @@ async fn stream_body(
         }
     };
     if !batch.is_empty() && !matches!(outcome, Err(BodyError::TooLong)) {
-        let _ = tx.send(batch).await;
+        let _ = hash_tx.send(batch.clone()).await;
+        let _ = write_tx.send(batch).await;
     }
-    drop(tx);
-    let (w, written) = thread.await.expect("blob writer does not panic");
-    let total = w.written();
-    *writer = Some(w);
-    written.map_err(BodyError::Store)?;
-    outcome?;
-    match size {
-        Some(s) if total < s => Err(BodyError::Source(format!(
-            "body ended after {total} of {s} bytes"
-        ))),
-        _ => Ok(()),
-    }
+    drop((write_tx, hash_tx));
+    let (writer, written) = write_thread.await.expect("blob writer does not panic");
+    let hasher = hash_thread.await.expect("hasher does not panic");
+    let total = writer.written();
+    let sink = Sink { writer, hasher };
+    let result = written
+        .map_err(BodyError::Store)
+        .and(outcome)
+        .and_then(|()| match size {
+            Some(s) if total < s => Err(BodyError::Source(format!(
+                "body ended after {total} of {s} bytes"
+            ))),
+            _ => Ok(()),
+        });
+    (sink, result)
 }

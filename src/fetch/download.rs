@@ -38,8 +38,10 @@ pub enum Phase {
 pub struct Progress {
     /// Bumped whenever the content starts over (a source sent bad bytes or ignored a resume).
     pub generation: u32,
-    /// Bytes written to `temp` in this generation.
+    /// Bytes received in this generation (in memory or in `temp`); readers may have them.
     pub written: u64,
+    /// Bytes of this generation already in `temp`.
+    pub on_disk: u64,
     /// Total size, once a source has announced it.
     pub size: Option<u64>,
     /// Where the bytes are coming from.
@@ -74,6 +76,7 @@ impl Download {
         let (state, _) = watch::channel(Progress {
             generation: 0,
             written: 0,
+            on_disk: 0,
             size: None,
             source: Source::Upstream,
             phase: Phase::Connecting,
@@ -88,9 +91,8 @@ impl Download {
         }
     }
 
-    /// Records that `chunk` was written at `offset` and publishes the new length. Called by the
-    /// writer after the bytes are in the file.
-    pub(super) fn wrote(&self, offset: u64, chunk: Bytes) {
+    /// Publishes a received chunk at `offset` to readers (from memory, until it is on disk).
+    pub(super) fn received(&self, offset: u64, chunk: Bytes) {
         let generation = self.state.borrow().generation;
         let end = offset + chunk.len() as u64;
         {
@@ -244,51 +246,54 @@ impl ReaderState {
                 p.written.saturating_sub(1)
             };
             if limit > self.pos {
-                if self.file.is_none()
-                    && self
-                        .download
-                        .recent_slice(p.generation, self.pos, limit)
-                        .is_none()
-                {
-                    let path: &Path = if complete {
-                        &self.download.final_path
-                    } else {
-                        &p.temp
-                    };
-                    match File::open(path) {
-                        Ok(f) => self.file = Some(Arc::new(f)),
-                        // Renamed into place meanwhile: look at the state again.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound && !complete => {
-                            self.rx
-                                .changed()
-                                .await
-                                .map_err(|_| io::Error::other("download ended unexpectedly"))?;
-                            continue;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
                 let limit = limit.min(self.end);
-                let chunk = match self.download.recent_slice(p.generation, self.pos, limit) {
-                    Some(b) => b,
-                    None => {
-                        let file = self.file.clone().expect("opened above");
-                        let want = (limit - self.pos).min(READ_CHUNK);
-                        read_at(file, self.pos, want as usize).await?
-                    }
+                if let Some(chunk) = self.download.recent_slice(p.generation, self.pos, limit) {
+                    return Ok(Some(self.sent(chunk, p.source)));
+                }
+                // Not in memory any more: from the file, as far as it has been written.
+                let on_disk = if complete {
+                    limit
+                } else {
+                    p.on_disk.min(limit)
                 };
-                self.pos += chunk.len() as u64;
-                self.sent_any = true;
-                self.metrics.served(p.source, chunk.len() as u64);
-                return Ok(Some(chunk));
+                if on_disk > self.pos {
+                    if self.file.is_none() {
+                        let path: &Path = if complete {
+                            &self.download.final_path
+                        } else {
+                            &p.temp
+                        };
+                        match File::open(path) {
+                            Ok(f) => self.file = Some(Arc::new(f)),
+                            // Renamed into place meanwhile: look at the state again.
+                            Err(e) if e.kind() == io::ErrorKind::NotFound && !complete => {
+                                self.rx.changed().await.map_err(|_| ended())?;
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    let file = self.file.clone().expect("opened above");
+                    let want = (on_disk - self.pos).min(READ_CHUNK);
+                    let chunk = read_at(file, self.pos, want as usize).await?;
+                    return Ok(Some(self.sent(chunk, p.source)));
+                }
             }
             if complete {
                 return Err(io::Error::other("range beyond the end of the blob"));
             }
-            self.rx
-                .changed()
-                .await
-                .map_err(|_| io::Error::other("download ended unexpectedly"))?;
+            self.rx.changed().await.map_err(|_| ended())?;
         }
     }
+
+    fn sent(&mut self, chunk: Bytes, source: Source) -> Bytes {
+        self.pos += chunk.len() as u64;
+        self.sent_any = true;
+        self.metrics.served(source, chunk.len() as u64);
+        chunk
+    }
+}
+
+fn ended() -> io::Error {
+    io::Error::other("download ended unexpectedly")
 }

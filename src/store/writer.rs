@@ -1,5 +1,9 @@
-//! Writing one blob: bytes go to a temporary file and a running hash; `finish` checks the hash,
-//! fsyncs and renames the file into `blobs/`. Blocking I/O: call from a blocking thread.
+//! Writing one blob: bytes go to a temporary file and a running hash; `verify` checks the hash,
+//! `commit` fsyncs and renames the file into `blobs/` (and refuses unverified content).
+//! Blocking I/O: call from a blocking thread.
+//!
+//! The hash may be computed on another thread, in parallel with the writes: take it with
+//! `detach_hasher`, feed it the same bytes in the same order, and hand it back to `verify_with`.
 
 use std::fs::{self, File};
 use std::io::{Seek, Write};
@@ -14,8 +18,10 @@ pub struct BlobWriter {
     temp: PathBuf,
     dest: PathBuf,
     digest: Digest,
-    hasher: Hasher,
+    /// `None` once detached: the caller hashes.
+    hasher: Option<Hasher>,
     written: u64,
+    verified: bool,
 }
 
 impl BlobWriter {
@@ -25,9 +31,10 @@ impl BlobWriter {
             file: Some(file),
             temp,
             dest,
-            hasher: Hasher::new(digest.algorithm()),
+            hasher: Some(Hasher::new(digest.algorithm())),
             digest,
             written: 0,
+            verified: false,
         })
     }
 
@@ -41,17 +48,29 @@ impl BlobWriter {
         self.written
     }
 
-    /// Appends bytes and hashes them.
+    /// Appends bytes (and hashes them, unless the hasher was detached).
     ///
     /// # Errors
     /// On I/O failure (a full disk, for one).
     pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        assert!(!self.verified, "write after verify");
         let file = self.file.as_mut().expect("writer used after finish");
         file.write_all(data)
             .map_err(StoreError::io("write", &self.temp))?;
-        self.hasher.update(data);
+        if let Some(h) = &mut self.hasher {
+            h.update(data);
+        }
         self.written += data.len() as u64;
         Ok(())
+    }
+
+    /// Takes the running hash out, so that another thread can compute it while this one
+    /// writes. That thread must feed it exactly the bytes written, in order; the result goes
+    /// back through [`BlobWriter::verify_with`]. A fresh hasher after a reset.
+    pub fn detach_hasher(&mut self) -> Hasher {
+        self.hasher
+            .take()
+            .unwrap_or_else(|| Hasher::new(self.digest.algorithm()))
     }
 
     /// Throws away everything written, to start over from another source.
@@ -63,8 +82,11 @@ impl BlobWriter {
         file.set_len(0)
             .and_then(|_| file.rewind())
             .map_err(StoreError::io("truncate", &self.temp))?;
-        self.hasher = Hasher::new(self.digest.algorithm());
+        if self.hasher.is_some() {
+            self.hasher = Some(Hasher::new(self.digest.algorithm()));
+        }
         self.written = 0;
+        self.verified = false;
         Ok(())
     }
 
@@ -73,15 +95,30 @@ impl BlobWriter {
     ///
     /// # Errors
     /// [`StoreError::DigestMismatch`] when the bytes are not the blob.
+    ///
+    /// # Panics
+    /// If the hasher was detached (use [`BlobWriter::verify_with`]).
     pub fn verify(&mut self) -> Result<(), StoreError> {
-        let actual =
-            std::mem::replace(&mut self.hasher, Hasher::new(self.digest.algorithm())).finish();
+        let hasher = self
+            .hasher
+            .take()
+            .expect("hasher detached: use verify_with");
+        self.verify_with(hasher)
+    }
+
+    /// Checks a detached hasher's result against the digest.
+    ///
+    /// # Errors
+    /// [`StoreError::DigestMismatch`] when the bytes are not the blob.
+    pub fn verify_with(&mut self, hasher: Hasher) -> Result<(), StoreError> {
+        let actual = hasher.finish();
         if actual != self.digest {
             return Err(StoreError::DigestMismatch {
                 expected: self.digest.clone(),
                 actual,
             });
         }
+        self.verified = true;
         Ok(())
     }
 
@@ -89,7 +126,11 @@ impl BlobWriter {
     ///
     /// # Errors
     /// On I/O failure (the temporary file is then removed).
+    ///
+    /// # Panics
+    /// If the content was not verified: unverified bytes never enter the store.
     pub fn commit(mut self) -> Result<u64, StoreError> {
+        assert!(self.verified, "commit of unverified content");
         let file = self.file.take().expect("writer used after finish");
         let result = (|| {
             file.sync_all()
