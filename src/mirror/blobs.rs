@@ -1,7 +1,5 @@
 //! `GET`/`HEAD /v2/<name>/blobs/<digest>`: from the store, or joined to the download of it.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -92,11 +90,12 @@ async fn serve_file(
     range: Option<ByteRange>,
     count: impl Fn(u64) + Send + Sync + 'static,
 ) -> Result<Response, RegistryError> {
-    let file = std::fs::File::open(path).map_err(|e| {
+    // Fail before the headers if the file is gone (evicted, or removed by hand).
+    std::fs::metadata(path).map_err(|e| {
         RegistryError::new(ErrorCode::Unknown, format!("cannot open stored blob: {e}"))
     })?;
     let (start, end) = range.map_or((0, size), |r| (r.start, r.end));
-    let stream = file_stream(Arc::new(file), start, end).map(move |r| {
+    let stream = file_stream(path, start, end).map(move |r| {
         if let Ok(b) = &r {
             count(b.len() as u64);
         }

@@ -2,8 +2,9 @@
 //! blocking pool, with one chunk read ahead while the previous one is being sent.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -26,14 +27,32 @@ pub async fn read_at(file: Arc<File>, offset: u64, len: usize) -> io::Result<Byt
     .map_err(io::Error::other)?
 }
 
-/// Streams bytes `start..end` of a file that will not change, reading one chunk ahead.
+/// Reads `len` bytes at `offset` of the file at `path` into a fresh buffer, without zeroing it
+/// first (a file of its own per read, so reads ahead of each other do not share a cursor).
+async fn read_path_at(path: Arc<Path>, offset: u64, len: usize) -> io::Result<Bytes> {
+    tokio::task::spawn_blocking(move || {
+        let mut file = File::open(&path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::with_capacity(len);
+        file.take(len as u64).read_to_end(&mut buf)?;
+        if buf.len() != len {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(Bytes::from(buf))
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// Streams bytes `start..end` of a complete (immutable) file, reading one chunk ahead.
 pub fn file_stream(
-    file: Arc<File>,
+    path: &Path,
     start: u64,
     end: u64,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let path: Arc<Path> = Arc::from(path);
     let offsets = (start..end).step_by(READ_CHUNK as usize);
     futures_util::stream::iter(offsets)
-        .map(move |off| read_at(file.clone(), off, (end - off).min(READ_CHUNK) as usize))
+        .map(move |off| read_path_at(path.clone(), off, (end - off).min(READ_CHUNK) as usize))
         .buffered(2)
 }
