@@ -26,4 +26,5 @@ pub mod metrics;
 pub mod mirror;
 pub mod node;
 pub mod oci;
+pub mod p2p;
 pub mod store;

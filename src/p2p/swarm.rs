@@ -1,0 +1,520 @@
+//! The task that owns the `Swarm`: builds the transport and behaviours, then turns commands
+//! from [`P2p`] handles and events from the network into each other.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use either::Either;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::{Boxed, upgrade::Version};
+use libp2p::futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult, RecordKey};
+use libp2p::pnet::{PnetConfig, PreSharedKey};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, Transport, allow_block_list, gossipsub, identify,
+    noise, ping, tcp, yamux,
+};
+use prost::Message;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::proto::{self, PIECE_PROTOCOL, PieceCodec};
+use super::{Command, ErrorCode, Have, P2p, P2pConfig, P2pError, PeerInfo, PieceService};
+use crate::oci::Digest;
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    identify: identify::Behaviour,
+    kad: kad::Behaviour<MemoryStore>,
+    gossip: gossipsub::Behaviour,
+    ping: ping::Behaviour,
+    pieces: request_response::Behaviour<PieceCodec>,
+}
+
+/// TCP, then the private-network handshake when there is a swarm key, then noise and yamux.
+fn transport(
+    key: &Keypair,
+    psk: Option<PreSharedKey>,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, P2pError> {
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    let base = match psk {
+        Some(psk) => {
+            Either::Left(tcp.and_then(move |socket, _| PnetConfig::new(psk).handshake(socket)))
+        }
+        None => Either::Right(tcp),
+    };
+    let noise = noise::Config::new(key).map_err(|e| P2pError::Transport(e.to_string()))?;
+    Ok(base
+        .upgrade(Version::V1Lazy)
+        .authenticate(noise)
+        .multiplex(yamux::Config::default())
+        .timeout(Duration::from_secs(20))
+        .boxed())
+}
+
+fn topic(zone: &str) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("/shoal/zone/{zone}/1"))
+}
+
+/// `shoal/<version> zone=<zone> role=<role>`: identify's agent string carries locality.
+fn agent(zone: &str, role: &str) -> String {
+    format!(
+        "shoal/{} zone={zone} role={role}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+fn parse_agent(agent: &str) -> (Option<String>, Option<String>) {
+    let field = |name: &str| {
+        agent
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .map(str::to_owned)
+    };
+    (field("zone="), field("role="))
+}
+
+fn behaviour(key: &Keypair, config: &P2pConfig) -> Result<Behaviour, P2pError> {
+    let peer_id = key.public().to_peer_id();
+    let mut kad_config = kad::Config::new(StreamProtocol::new("/shoal/kad/1.0.0"));
+    kad_config
+        .set_query_timeout(Duration::from_secs(5))
+        .set_provider_record_ttl(Some(Duration::from_secs(600)))
+        .set_provider_publication_interval(Some(Duration::from_secs(300)));
+    let store = MemoryStore::with_config(
+        peer_id,
+        MemoryStoreConfig {
+            max_provided_keys: 100_000,
+            max_providers_per_key: 100,
+            ..Default::default()
+        },
+    );
+    let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
+    kad.set_mode(Some(kad::Mode::Server));
+
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .max_transmit_size(proto::MAX_ANNOUNCEMENT_BYTES)
+        .heartbeat_interval(Duration::from_millis(500))
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .build()
+        .map_err(|e| P2pError::Transport(e.to_string()))?;
+    let gossip = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossip_config,
+    )
+    .map_err(|e| P2pError::Transport(e.to_string()))?;
+
+    Ok(Behaviour {
+        blocked: Default::default(),
+        identify: identify::Behaviour::new(
+            identify::Config::new("/shoal/id/1.0.0".into(), key.public())
+                .with_agent_version(agent(&config.zone, &config.role)),
+        ),
+        kad,
+        gossip,
+        // A peer that stops answering pings is disconnected: it must not stall pulls.
+        ping: ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(Duration::from_secs(2))
+                .with_timeout(Duration::from_secs(5)),
+        ),
+        pieces: request_response::Behaviour::new(
+            [(PIECE_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(256),
+        ),
+    })
+}
+
+pub(super) async fn start(
+    config: P2pConfig,
+    service: Arc<dyn PieceService>,
+) -> Result<P2p, P2pError> {
+    let key = config.keypair.clone();
+    let psk = config.swarm_key;
+    let behaviour = behaviour(&key, &config)?;
+    let transport = transport(&key, psk)?;
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_other_transport(|_| transport)
+        .map_err(|e| P2pError::Transport(e.to_string()))?
+        .with_behaviour(|_| behaviour)
+        .map_err(|e| P2pError::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| P2pError::Transport(format!("listen on {addr}: {e}")))?;
+    }
+    swarm
+        .behaviour_mut()
+        .gossip
+        .subscribe(&topic(&config.zone))
+        .map_err(|e| P2pError::Transport(e.to_string()))?;
+    for addr in &config.bootstrap {
+        dial(&mut swarm, addr.clone());
+    }
+    let peer_id = *swarm.local_peer_id();
+    let (commands_tx, commands) = mpsc::channel(256);
+    let (haves, _) = broadcast::channel(1024);
+    let (responses_tx, responses) = mpsc::channel(256);
+    let event_loop = EventLoop {
+        swarm,
+        commands,
+        responses,
+        responses_tx,
+        service,
+        haves: haves.clone(),
+        zone: config.zone,
+        peers: HashMap::new(),
+        pending_requests: HashMap::new(),
+        pending_providers: HashMap::new(),
+    };
+    // Wait until the listeners are bound, so that `listen_addrs` is meaningful at once.
+    let (ready_tx, ready_rx) = oneshot::channel();
+    tokio::spawn(event_loop.run(config.listen.len(), ready_tx));
+    let _ = tokio::time::timeout(Duration::from_secs(5), ready_rx).await;
+    Ok(P2p {
+        peer_id,
+        commands: commands_tx,
+        haves,
+    })
+}
+
+fn dial(swarm: &mut Swarm<Behaviour>, addr: Multiaddr) {
+    if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
+        swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+    }
+    if let Err(e) = swarm.dial(addr.clone()) {
+        tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+    }
+}
+
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    responses: mpsc::Receiver<(ResponseChannel<proto::Response>, proto::Response)>,
+    responses_tx: mpsc::Sender<(ResponseChannel<proto::Response>, proto::Response)>,
+    service: Arc<dyn PieceService>,
+    haves: broadcast::Sender<(PeerId, Have)>,
+    zone: String,
+    peers: HashMap<PeerId, PeerInfo>,
+    pending_requests:
+        HashMap<OutboundRequestId, oneshot::Sender<Result<proto::Response, P2pError>>>,
+    pending_providers: HashMap<QueryId, (HashSet<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
+}
+
+impl EventLoop {
+    async fn run(mut self, listeners: usize, ready: oneshot::Sender<()>) {
+        let mut ready = Some(ready);
+        let mut bound = 0;
+        if listeners == 0 {
+            ready.take().map(|r| r.send(()));
+        }
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(c) => self.command(c),
+                    // Every handle is gone: the node is shutting down.
+                    None => break,
+                },
+                Some((channel, response)) = self.responses.recv() => {
+                    let _ = self.swarm.behaviour_mut().pieces.send_response(channel, response);
+                }
+                event = self.swarm.select_next_some() => {
+                    if let SwarmEvent::NewListenAddr { address, .. } = &event {
+                        tracing::info!(%address, "p2p listening");
+                        bound += 1;
+                        if bound >= listeners {
+                            ready.take().map(|r| r.send(()));
+                        }
+                    }
+                    self.event(event);
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        let local = *self.swarm.local_peer_id();
+        match command {
+            Command::ListenAddrs(reply) => {
+                let addrs = self
+                    .swarm
+                    .listeners()
+                    .map(|a| a.clone().with_p2p(local).unwrap_or_else(|a| a))
+                    .collect();
+                let _ = reply.send(addrs);
+            }
+            Command::Peers(reply) => {
+                let peers = self
+                    .swarm
+                    .connected_peers()
+                    .map(|p| {
+                        self.peers.get(p).cloned().unwrap_or(PeerInfo {
+                            id: *p,
+                            zone: None,
+                            role: None,
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Command::Dial(addr) => dial(&mut self.swarm, addr),
+            Command::Provide(digest) => {
+                let key = RecordKey::new(&digest.to_string());
+                if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+                    tracing::warn!(%digest, error = %e, "cannot provide");
+                }
+            }
+            Command::StopProviding(digest) => {
+                let key = RecordKey::new(&digest.to_string());
+                self.swarm.behaviour_mut().kad.stop_providing(&key);
+            }
+            Command::Providers(digest, reply) => {
+                let key = RecordKey::new(&digest.to_string());
+                let id = self.swarm.behaviour_mut().kad.get_providers(key);
+                self.pending_providers.insert(id, (HashSet::new(), reply));
+            }
+            Command::Request(peer, request, reply) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .pieces
+                    .send_request(&peer, request);
+                self.pending_requests.insert(id, reply);
+            }
+            Command::Announce(have) => {
+                let msg = proto::Announcement {
+                    kind: Some(proto::AnnouncementKind::Have(have)),
+                };
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossip
+                    .publish(topic(&self.zone), msg.encode_to_vec());
+                // With no peer subscribed yet there is nobody to tell; that is fine.
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "announcement not published");
+                }
+            }
+            Command::Ban(peer) => {
+                tracing::warn!(%peer, "banning peer");
+                self.swarm.behaviour_mut().blocked.block_peer(peer);
+                self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                self.peers.remove(&peer);
+            }
+        }
+    }
+
+    fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                if endpoint.is_dialer() {
+                    let addr = endpoint.get_remote_address().clone();
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+                self.peers.entry(peer_id).or_insert(PeerInfo {
+                    id: peer_id,
+                    zone: None,
+                    role: None,
+                });
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.peers.remove(&peer_id);
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "connection failed");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let (zone, role) = parse_agent(&info.agent_version);
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+                self.peers.insert(
+                    peer_id,
+                    PeerInfo {
+                        id: peer_id,
+                        zone,
+                        role,
+                    },
+                );
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Err(e),
+                ..
+            })) => {
+                tracing::info!(%peer, error = %e, "peer stopped answering; disconnecting");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                step,
+                ..
+            })) => self.query_progress(id, result, step.last),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
+                propagation_source,
+                message,
+                ..
+            })) => {
+                if let Ok(proto::Announcement {
+                    kind: Some(proto::AnnouncementKind::Have(have)),
+                }) = proto::Announcement::decode(message.data.as_slice())
+                {
+                    let from = message.source.unwrap_or(propagation_source);
+                    let _ = self.haves.send((from, have));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Pieces(event)) => self.pieces_event(event),
+            _ => {}
+        }
+    }
+
+    fn query_progress(&mut self, id: QueryId, result: QueryResult, last: bool) {
+        let QueryResult::GetProviders(result) = result else {
+            return;
+        };
+        let local = *self.swarm.local_peer_id();
+        let Some((found, _)) = self.pending_providers.get_mut(&id) else {
+            return;
+        };
+        if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = result {
+            found.extend(providers.into_iter().filter(|p| *p != local));
+        }
+        if last {
+            if let Some((found, reply)) = self.pending_providers.remove(&id) {
+                let _ = reply.send(found.into_iter().collect());
+            }
+        }
+    }
+
+    fn pieces_event(&mut self, event: request_response::Event<proto::Request, proto::Response>) {
+        use request_response::{Event, Message as RrMessage};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    RrMessage::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let zone = self.peers.get(&peer).and_then(|p| p.zone.clone());
+                if zone.as_deref() != Some(self.zone.as_str()) {
+                    let refusal = proto::Response::error(
+                        ErrorCode::Refused,
+                        "pieces are exchanged within a zone only",
+                    );
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .pieces
+                        .send_response(channel, refusal);
+                    return;
+                }
+                let service = self.service.clone();
+                let responses = self.responses_tx.clone();
+                tokio::spawn(async move {
+                    let response = answer(service.as_ref(), request).await;
+                    let _ = responses.send((channel, response)).await;
+                });
+            }
+            Event::Message {
+                message:
+                    RrMessage::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Err(P2pError::Peer {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound piece request failed");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+/// Answers one piece-protocol request through the node's service.
+async fn answer(service: &dyn PieceService, request: proto::Request) -> proto::Response {
+    let bad = |m: &str| proto::Response::error(ErrorCode::BadRequest, m);
+    match request.kind {
+        Some(proto::RequestKind::Map(m)) => {
+            let Ok(digest) = m.digest.parse::<Digest>() else {
+                return bad("malformed digest");
+            };
+            match service.piece_map(digest).await {
+                Some(map) => proto::Response {
+                    kind: Some(proto::ResponseKind::Map(map)),
+                },
+                None => proto::Response::error(ErrorCode::NotFound, "blob not held"),
+            }
+        }
+        Some(proto::RequestKind::Piece(p)) => {
+            let Ok(digest) = p.digest.parse::<Digest>() else {
+                return bad("malformed digest");
+            };
+            match service.piece(digest, p.index).await {
+                Ok(data) => proto::Response {
+                    kind: Some(proto::ResponseKind::Piece(proto::Piece {
+                        digest: p.digest,
+                        index: p.index,
+                        data,
+                    })),
+                },
+                Err(code) => proto::Response::error(code, "piece not served"),
+            }
+        }
+        None => bad("empty request"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_string_carries_zone_and_role() {
+        assert_eq!(
+            parse_agent(&agent("eu-1", "seed")),
+            (Some("eu-1".into()), Some("seed".into()))
+        );
+        assert_eq!(parse_agent("rust-libp2p/0.1"), (None, None));
+    }
+}
