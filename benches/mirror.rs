@@ -259,6 +259,7 @@ fn start_node(dir: &Path, upstream: &str) -> (Proc, String) {
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
         .arg("--data-dir")
         .arg(dir)
+        .args(["--p2p-listen", "/ip4/127.0.0.1/tcp/0"])
         .args(["--upstream", &format!("docker.io={upstream}")]);
     let p = Proc::spawn(cmd);
     wait_http(&format!("127.0.0.1:{admin}"));

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use libp2p::Multiaddr;
 use reqwest::Url;
 use serde::Deserialize;
 
@@ -98,6 +99,12 @@ pub struct NodeConfig {
     pub upstream_connect_timeout_secs: u64,
     /// Seconds an upstream may go silent mid-response before it is dropped.
     pub upstream_read_timeout_secs: u64,
+    /// libp2p listen addresses.
+    pub p2p_listen: Vec<String>,
+    /// Peers to dial at start: multiaddrs, with or without `/p2p/ID`.
+    pub bootstrap: Vec<String>,
+    /// The swarm's pre-shared key file; default `DATA_DIR/swarm.key`, created if missing.
+    pub swarm_key: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -114,6 +121,9 @@ impl Default for NodeConfig {
             zone: "default".into(),
             upstream_connect_timeout_secs: 5,
             upstream_read_timeout_secs: 30,
+            p2p_listen: vec!["/ip4/0.0.0.0/tcp/65002".into()],
+            bootstrap: Vec::new(),
+            swarm_key: None,
         }
     }
 }
@@ -137,6 +147,12 @@ pub struct NodeSettings {
     pub zone: String,
     /// Upstream timeouts.
     pub timeouts: Timeouts,
+    /// libp2p listen addresses.
+    pub p2p_listen: Vec<Multiaddr>,
+    /// Peers to dial at start.
+    pub bootstrap: Vec<Multiaddr>,
+    /// The swarm key file.
+    pub swarm_key: PathBuf,
 }
 
 impl NodeConfig {
@@ -229,7 +245,28 @@ impl NodeConfig {
                 Err(invalid(key, "must be between 1 and 3600 seconds"))
             }
         };
+        let multiaddrs = |key: &str, values: &[String]| {
+            values
+                .iter()
+                .map(|v| {
+                    if v.starts_with("dns:") {
+                        return Err(invalid(
+                            key,
+                            format!("{v:?}: dns: bootstrap is not supported yet; give /dns4/NAME/tcp/PORT or an address"),
+                        ));
+                    }
+                    v.parse::<Multiaddr>()
+                        .map_err(|e| invalid(key, format!("{v:?}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
         Ok(NodeSettings {
+            p2p_listen: multiaddrs("p2p_listen", &self.p2p_listen)?,
+            bootstrap: multiaddrs("bootstrap", &self.bootstrap)?,
+            swarm_key: self
+                .swarm_key
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("swarm.key")),
             listen: self.listen,
             admin_listen: self.admin_listen,
             data_dir: self.data_dir.clone(),

@@ -19,6 +19,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let args = NodeArgs {
                 data_dir: Some(up.data_dir),
                 upstream: up.upstream,
+                // One machine: the swarm listens on loopback only.
+                p2p_listen: vec!["/ip4/127.0.0.1/tcp/65002".into()],
                 ..NodeArgs::default()
             };
             run_node(&args, true).await
@@ -39,6 +41,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     }
                 }
             }
+            Ok(())
+        }
+        Command::SwarmKey => {
+            print!("{}", shoal::p2p::keys::generate_swarm_key());
             Ok(())
         }
         Command::DockerConfig(args) => {

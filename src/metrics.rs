@@ -12,6 +12,8 @@ pub enum Source {
     Upstream,
     /// A standby mirror.
     Fallback,
+    /// Peers of the swarm.
+    Peer,
 }
 
 impl Source {
@@ -21,6 +23,7 @@ impl Source {
             Source::Cache => "cache",
             Source::Upstream => "upstream",
             Source::Fallback => "fallback",
+            Source::Peer => "peer",
         }
     }
 }
@@ -46,6 +49,12 @@ pub struct NodeMetrics {
     pub downloads: IntCounterVec,
     /// `shoal_auth_checks_total{result}`: upstream authorization checks made for cached content.
     pub auth_checks: IntCounterVec,
+    /// `shoal_p2p_sent_bytes_total`: piece bytes sent to peers.
+    pub p2p_sent_bytes: IntCounter,
+    /// `shoal_p2p_received_bytes_total`: piece bytes received from peers (verified or not).
+    pub p2p_received_bytes: IntCounter,
+    /// `shoal_peer_bans_total`: peers banned for sending corrupt pieces.
+    pub peer_bans: IntCounter,
 }
 
 impl NodeMetrics {
@@ -64,7 +73,12 @@ impl NodeMetrics {
             "Bytes delivered to clients, by where they came from.",
             &["source"],
         )?;
-        for s in [Source::Cache, Source::Upstream, Source::Fallback] {
+        for s in [
+            Source::Cache,
+            Source::Upstream,
+            Source::Fallback,
+            Source::Peer,
+        ] {
             served_bytes.with_label_values(&[s.label()]);
         }
         let upstream_requests = counter_vec(
@@ -100,6 +114,20 @@ impl NodeMetrics {
         let downloads_in_flight =
             IntGauge::new("shoal_downloads_in_flight", "Blob downloads running now.")?;
         registry.register(Box::new(downloads_in_flight.clone()))?;
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let p2p_sent_bytes = counter("shoal_p2p_sent_bytes_total", "Piece bytes sent to peers.")?;
+        let p2p_received_bytes = counter(
+            "shoal_p2p_received_bytes_total",
+            "Piece bytes received from peers.",
+        )?;
+        let peer_bans = counter(
+            "shoal_peer_bans_total",
+            "Peers banned for sending corrupt pieces.",
+        )?;
         Ok(NodeMetrics {
             served_bytes,
             upstream_requests,
@@ -109,6 +137,9 @@ impl NodeMetrics {
             downloads_in_flight,
             downloads,
             auth_checks,
+            p2p_sent_bytes,
+            p2p_received_bytes,
+            peer_bans,
         })
     }
 
@@ -117,6 +148,11 @@ impl NodeMetrics {
         self.served_bytes
             .with_label_values(&[source.label()])
             .inc_by(bytes);
+    }
+
+    /// Counts piece bytes sent to a peer.
+    pub fn p2p_sent(&self, bytes: u64) {
+        self.p2p_sent_bytes.inc_by(bytes);
     }
 
     /// Counts one upstream request.

@@ -42,6 +42,43 @@ pub enum NodeError {
     /// A server failed.
     #[error("server failed: {0}")]
     Serve(#[from] std::io::Error),
+    /// A key file could not be loaded or created.
+    #[error(transparent)]
+    Key(#[from] crate::p2p::keys::KeyError),
+    /// The swarm could not start.
+    #[error("cannot start the swarm: {0}")]
+    P2p(#[from] crate::p2p::P2pError),
+}
+
+fn role(settings: &NodeSettings) -> &'static str {
+    if settings.seed { "seed" } else { "node" }
+}
+
+/// Loads (or creates) the node's identity and the swarm key, and starts the swarm.
+async fn start_swarm(
+    settings: &NodeSettings,
+    fetcher: &Arc<Fetcher>,
+) -> Result<crate::p2p::P2p, NodeError> {
+    use crate::p2p::keys;
+    let identity = keys::load_or_create_identity(&settings.data_dir.join("identity.key"))?;
+    if !settings.swarm_key.exists() {
+        // A private swarm of one until the operator gives every node the same key file.
+        tracing::warn!(path = %settings.swarm_key.display(), "no swarm key: generating one; give this file to every node (--swarm-key)");
+        std::fs::write(&settings.swarm_key, keys::generate_swarm_key())?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&settings.swarm_key, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let swarm_key = keys::load_swarm_key(&settings.swarm_key)?;
+    let config = crate::p2p::P2pConfig {
+        keypair: identity,
+        listen: settings.p2p_listen.clone(),
+        bootstrap: settings.bootstrap.clone(),
+        swarm_key: Some(swarm_key),
+        zone: settings.zone.clone(),
+        role: role(settings).into(),
+        request_timeout: std::time::Duration::from_secs(10),
+    };
+    Ok(crate::p2p::P2p::start(config, crate::fetch::pieces::StorePieces::new(fetcher)).await?)
 }
 
 /// A node with its ports bound, ready to run.
@@ -69,10 +106,17 @@ impl Node {
         let registry = prometheus::Registry::new();
         let metrics = NodeMetrics::register(&registry)?;
         let client = Arc::new(RegistryClient::new(settings.timeouts)?);
-        let fetcher = Fetcher::new(store, client, Arc::new(settings.registries), metrics);
+        let fetcher = Fetcher::new(
+            store,
+            client,
+            Arc::new(settings.registries.clone()),
+            metrics,
+        );
+        let p2p = start_swarm(&settings, &fetcher).await?;
+        fetcher.attach_p2p(p2p);
         let mirror_addr = mirror_listener.local_addr()?;
         let info = admin::NodeInfo {
-            role: if settings.seed { "seed" } else { "node" }.into(),
+            role: role(&settings).into(),
             zone: settings.zone,
             mirror_addr: mirror_addr.to_string(),
             version: env!("CARGO_PKG_VERSION").into(),

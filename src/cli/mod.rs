@@ -42,13 +42,15 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node: the registry mirror every host pulls through.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Everything in one process for a first try (today: a node on the default ports).
     Up(UpArgs),
     /// Print or write containerd `hosts.toml` files that send pulls through the node.
     ContainerdConfig(ContainerdConfigArgs),
     /// Print the Docker daemon.json fragment that sends pulls through the node.
     DockerConfig(DockerConfigArgs),
+    /// Print a new swarm key (give the same file to every node with --swarm-key).
+    SwarmKey,
 }
 
 /// Flags of `shoal node`. Each overrides the same key of the config file; each also reads a
@@ -92,6 +94,26 @@ pub struct NodeArgs {
     /// Locality zone [default: default].
     #[arg(long, env = "SHOAL_ZONE")]
     pub zone: Option<String>,
+    /// libp2p listen address (repeatable) [default: /ip4/0.0.0.0/tcp/65002].
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "SHOAL_P2P_LISTEN",
+        value_delimiter = ','
+    )]
+    pub p2p_listen: Vec<String>,
+    /// A peer to dial at start (repeatable): /ip4/10.0.0.5/tcp/65002[/p2p/ID].
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "SHOAL_BOOTSTRAP",
+        value_delimiter = ','
+    )]
+    pub bootstrap: Vec<String>,
+    /// The swarm's pre-shared key (`shoal swarm-key` makes one) [default: DATA_DIR/swarm.key,
+    /// created if missing].
+    #[arg(long, value_name = "FILE", env = "SHOAL_SWARM_KEY")]
+    pub swarm_key: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -134,6 +156,13 @@ impl NodeArgs {
         }
         if let Some(v) = &self.zone {
             cfg.zone = v.clone();
+        }
+        if !self.p2p_listen.is_empty() {
+            cfg.p2p_listen = self.p2p_listen.clone();
+        }
+        cfg.bootstrap.extend(self.bootstrap.iter().cloned());
+        if let Some(v) = &self.swarm_key {
+            cfg.swarm_key = Some(v.clone());
         }
         Ok(cfg)
     }

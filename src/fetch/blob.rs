@@ -85,6 +85,11 @@ impl Fetcher {
                     "failed"
                 }
             };
+            if label == "ok"
+                && let Some(p2p) = this.p2p.get()
+            {
+                p2p.provide(&req.digest).await;
+            }
             this.inflight.lock().unwrap().remove(&req.digest);
             this.metrics.downloads_in_flight.dec();
             this.metrics.downloads.with_label_values(&[label]).inc();
@@ -102,6 +107,26 @@ impl Fetcher {
         req: &BlobRequest,
         writer: BlobWriter,
     ) -> Result<u64, RegistryError> {
+        if self.p2p.get().is_some() {
+            match self.fetch_from_peers(dl, req).await {
+                Ok(size) => return Ok(size),
+                Err(super::swarm::PeerMiss::NoProvider) => {}
+                Err(miss) => {
+                    tracing::info!(digest = %req.digest, ?miss, "peers could not deliver; trying the upstream");
+                    // Readers that already sent bytes from the peers' copy are cut.
+                    let temp = writer.temp_path().to_owned();
+                    dl.update(|p| {
+                        p.generation += 1;
+                        p.written = 0;
+                        p.on_disk = 0;
+                        p.verified = false;
+                        p.phase = Phase::Connecting;
+                        p.source = crate::metrics::Source::Upstream;
+                        p.temp = temp.as_path().into();
+                    });
+                }
+            }
+        }
         let mut sink = Sink::new(writer);
         let mut failures = Failures::default();
         let path = format!("{}/blobs/{}", req.repo, req.digest);

@@ -8,10 +8,14 @@ mod blob;
 pub mod download;
 mod failures;
 mod manifest;
+pub mod pieces;
 pub mod sources;
+mod swarm;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::NodeMetrics;
 use crate::oci::{Credentials, Digest, RegistryClient, RegistryHost, RepoName};
@@ -60,7 +64,14 @@ pub struct Fetcher {
     metrics: NodeMetrics,
     authorizer: Authorizer,
     inflight: Mutex<HashMap<Digest, Arc<Download>>>,
+    /// The swarm, once started (the swarm needs the engine to answer peers, so it comes second).
+    p2p: OnceLock<crate::p2p::P2p>,
+    /// Bounds concurrent piece uploads to peers.
+    uploads: Arc<Semaphore>,
 }
+
+/// Concurrent piece uploads a node serves; further requests are answered `BUSY`.
+const UPLOAD_SLOTS: usize = 16;
 
 impl Fetcher {
     /// Wires the engine.
@@ -78,7 +89,24 @@ impl Fetcher {
             metrics,
             authorizer,
             inflight: Mutex::new(HashMap::new()),
+            p2p: OnceLock::new(),
+            uploads: Arc::new(Semaphore::new(UPLOAD_SLOTS)),
         })
+    }
+
+    /// Connects the engine to the swarm: from now on blobs are looked for among peers first.
+    pub fn attach_p2p(&self, p2p: crate::p2p::P2p) {
+        let _ = self.p2p.set(p2p);
+    }
+
+    /// The swarm, if attached.
+    pub fn p2p(&self) -> Option<&crate::p2p::P2p> {
+        self.p2p.get()
+    }
+
+    /// An upload slot, or `None` when all are taken (the peer should ask elsewhere).
+    pub(crate) async fn upload_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.uploads.clone().try_acquire_owned().ok()
     }
 
     /// The store.

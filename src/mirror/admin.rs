@@ -82,7 +82,7 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 struct Status<'a> {
     #[serde(flatten)]
     info: &'a NodeInfo,
-    /// The node's libp2p identity (the swarm is not part of this build yet).
+    /// The node's libp2p identity.
     peer_id: Option<String>,
     listen_addrs: Vec<String>,
     peers: usize,

@@ -59,10 +59,11 @@ pub(super) async fn get(
             .await
         }
         Some(Blob::Downloading { download, leader }) => {
-            if !leader {
+            let progress = download.ready().await?;
+            // Only a leader whose bytes come from the upstream was vouched for by it.
+            if !leader || progress.source == Source::Peer {
                 authorize().await?;
             }
-            let progress = download.ready().await?;
             let Some(size) = progress.size else {
                 // The source did not announce a length: stream it all, chunked.
                 let body =

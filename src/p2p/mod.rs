@@ -114,6 +114,7 @@ pub(crate) enum Command {
 #[derive(Clone)]
 pub struct P2p {
     peer_id: PeerId,
+    zone: String,
     commands: mpsc::Sender<Command>,
     haves: broadcast::Sender<(PeerId, Have)>,
 }
@@ -133,6 +134,21 @@ impl P2p {
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// This node's zone.
+    pub fn zone(&self) -> &str {
+        &self.zone
+    }
+
+    /// Connected peers of this node's zone.
+    pub async fn zone_peers(&self) -> Vec<PeerId> {
+        self.peers()
+            .await
+            .into_iter()
+            .filter(|p| p.zone.as_deref() == Some(self.zone.as_str()))
+            .map(|p| p.id)
+            .collect()
     }
 
     async fn ask<T>(

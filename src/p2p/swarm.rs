@@ -172,7 +172,7 @@ pub(super) async fn start(
         responses_tx,
         service,
         haves: haves.clone(),
-        zone: config.zone,
+        zone: config.zone.clone(),
         peers: HashMap::new(),
         pending_requests: HashMap::new(),
         pending_providers: HashMap::new(),
@@ -183,6 +183,7 @@ pub(super) async fn start(
     let _ = tokio::time::timeout(Duration::from_secs(5), ready_rx).await;
     Ok(P2p {
         peer_id,
+        zone: config.zone,
         commands: commands_tx,
         haves,
     })
@@ -400,10 +401,8 @@ impl EventLoop {
         if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = result {
             found.extend(providers.into_iter().filter(|p| *p != local));
         }
-        if last {
-            if let Some((found, reply)) = self.pending_providers.remove(&id) {
-                let _ = reply.send(found.into_iter().collect());
-            }
+        if last && let Some((found, reply)) = self.pending_providers.remove(&id) {
+            let _ = reply.send(found.into_iter().collect());
         }
     }
 

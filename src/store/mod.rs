@@ -6,12 +6,16 @@
 //! DATA_DIR/manifests/sha256/<hex>.type        their media type
 //! DATA_DIR/tags/<registry>/<repo>/_tags/<tag> last known tag → digest (stale-if-error)
 //! DATA_DIR/tmp/                               downloads in progress
+//! DATA_DIR/partial/<alg>-<hex>.{data,meta}     piece-wise downloads that survive restarts
 //! ```
 //!
 //! A blob is written to a temporary file, verified against its digest, fsynced and renamed into
 //! place, so a file under `blobs/` is always complete and correct, whatever was killed when.
-//! `tmp/` is emptied when the store opens: a download cut by a crash starts over.
+//! `tmp/` is emptied when the store opens: a download cut by a crash starts over. `partial/`
+//! keeps its intact entries, so those resume where they stopped (see [`partial`]).
 
+mod maps;
+pub mod partial;
 pub mod read;
 mod writer;
 
@@ -25,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::oci::{Digest, MediaType, RegistryHost, RepoName, Tag};
 
+pub use partial::{PartialBlob, PieceError, PieceHasher, PieceMap};
 pub use writer::BlobWriter;
 
 /// A store failure, naming the file involved.
@@ -75,7 +80,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store under `root` and discards unfinished downloads.
+    /// Opens (creating if needed) the store under `root` and discards unfinished downloads,
+    /// except intact partial downloads under `partial/`, which resume.
     ///
     /// # Errors
     /// When the directories cannot be created or written.
@@ -87,6 +93,7 @@ impl Store {
             "manifests/sha256",
             "tags",
             "tmp",
+            "partial",
         ] {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(StoreError::io("create", &p))?;
@@ -96,10 +103,12 @@ impl Store {
             let path = entry.map_err(StoreError::io("list", &tmp))?.path();
             fs::remove_file(&path).map_err(StoreError::io("remove", &path))?;
         }
-        Ok(Store {
+        let store = Store {
             root,
             temp_seq: AtomicU64::new(0),
-        })
+        };
+        store.sweep_partials();
+        Ok(store)
     }
 
     /// The store's root directory.

@@ -56,3 +56,11 @@ pub fn file_stream(
         .map(move |off| read_path_at(path.clone(), off, (end - off).min(READ_CHUNK) as usize))
         .buffered(2)
 }
+
+/// Reads exactly `len` bytes at `offset` of the file at `path`.
+///
+/// # Errors
+/// On I/O failure, or `UnexpectedEof` if the file is shorter.
+pub async fn read_path(path: &Path, offset: u64, len: usize) -> io::Result<Bytes> {
+    read_path_at(Arc::from(path), offset, len).await
+}

@@ -52,6 +52,7 @@ impl ShoalNode {
             .args(["--admin-listen", &format!("127.0.0.1:{}", self.admin_port)])
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(["--p2p-listen", "/ip4/127.0.0.1/tcp/0"])
             .args(&self.args)
             .env_remove("SHOAL_CONFIG");
         self.daemon = Some(Daemon::spawn("shoal node", cmd, self.log.clone()));
