@@ -91,12 +91,24 @@ struct Status<'a> {
 }
 
 async fn status(State(state): State<AdminState>) -> impl IntoResponse {
+    let (peer_id, listen_addrs, peers) = match state.fetcher.p2p() {
+        Some(p) => (
+            Some(p.peer_id().to_string()),
+            p.listen_addrs()
+                .await
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            p.peers().await.len(),
+        ),
+        None => (None, Vec::new(), 0),
+    };
     axum::Json(
         serde_json::to_value(Status {
             info: &state.info,
-            peer_id: None,
-            listen_addrs: Vec::new(),
-            peers: 0,
+            peer_id,
+            listen_addrs,
+            peers,
             downloads_in_flight: state.fetcher.downloads_in_flight(),
             data_dir: state.fetcher.store().root().display().to_string(),
         })
