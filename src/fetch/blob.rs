@@ -6,10 +6,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, StatusCode, header};
 
-use super::download::{Download, Phase};
+use super::download::{Download, Phase, PieceView};
 use super::failures::{Failures, Verdict, content_length, judge};
 use super::{Blob, BlobRequest, Fetcher, ObjectKind};
 use crate::oci::{ErrorCode, Hasher, RegistryError, UpstreamRequest};
+use crate::store::partial::{PieceHasher, PieceMap, default_piece_size};
 use crate::store::{BlobWriter, StoreError};
 
 fn store_error(e: StoreError) -> RegistryError {
@@ -170,6 +171,15 @@ impl Fetcher {
                     // The source ignored the resume and sends from the start: begin again.
                     sink.restart(dl).map_err(store_error)?;
                 }
+                if start == 0
+                    && let Some(size) = size
+                {
+                    sink.cut_into_pieces(dl, size);
+                    if let Some(p2p) = self.p2p.get() {
+                        // Peers may take pieces from this node while it downloads.
+                        p2p.provide(&req.digest).await;
+                    }
+                }
                 let known = dl.progress().size;
                 if let (Some(known), Some(size)) = (known, size)
                     && known != size
@@ -208,6 +218,12 @@ impl Fetcher {
                     Ok(()) => {
                         // Readers may have the last byte now; durability follows.
                         dl.update(|p| p.verified = true);
+                        if let Some(map) =
+                            sink.pieces.and_then(|p| p.finish(req.digest.clone()).ok())
+                            && let Err(e) = self.store.put_piece_map(&map)
+                        {
+                            tracing::warn!(error = %e, "cannot keep the piece map");
+                        }
                         let writer = sink.writer;
                         let size = tokio::task::spawn_blocking(move || writer.commit())
                             .await
@@ -228,6 +244,7 @@ impl Fetcher {
                         failures.bad_content(source, &host, format!("content hashes to {actual}"));
                         // A new file: readers still holding the old one must not see new bytes.
                         let fresh = self.store.blob_writer(&req.digest).map_err(store_error)?;
+                        dl.set_view(None);
                         dl.update(|p| {
                             p.generation += 1;
                             p.written = 0;
@@ -314,12 +331,36 @@ fn body_extent(resp: &reqwest::Response) -> Option<(u64, Option<u64>)> {
 struct Sink {
     writer: BlobWriter,
     hasher: Hasher,
+    /// Piece hashes, computed as the bytes arrive (when the size is known), so that peers can
+    /// take pieces while the download runs and the piece map is ready when it ends.
+    pieces: Option<PieceHasher>,
 }
 
 impl Sink {
     fn new(mut writer: BlobWriter) -> Sink {
         let hasher = writer.detach_hasher();
-        Sink { writer, hasher }
+        Sink {
+            writer,
+            hasher,
+            pieces: None,
+        }
+    }
+
+    /// Starts computing piece hashes for a blob of `size`, from its first byte.
+    fn cut_into_pieces(&mut self, dl: &Download, size: u64) {
+        let piece_size = default_piece_size(size);
+        match (
+            PieceHasher::new(size, piece_size),
+            PieceMap::new(dl.digest.clone(), size, piece_size),
+        ) {
+            (Ok(hasher), Ok(map)) => {
+                self.pieces = Some(hasher);
+                dl.set_view(Some(PieceView { map, have: None }));
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(size, error = %e, "blob not cut into pieces")
+            }
+        }
     }
 
     fn written(&self) -> u64 {
@@ -330,6 +371,8 @@ impl Sink {
     fn restart(&mut self, dl: &Download) -> Result<(), StoreError> {
         self.writer.reset()?;
         self.hasher = Hasher::new(dl.digest.algorithm());
+        self.pieces = None;
+        dl.set_view(None);
         dl.update(|p| {
             p.generation += 1;
             p.written = 0;
@@ -368,6 +411,7 @@ async fn stream_body(
     let Sink {
         mut writer,
         mut hasher,
+        mut pieces,
     } = sink;
     let mut received = writer.written();
     let (write_tx, mut write_rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUE_BATCHES);
@@ -385,13 +429,23 @@ async fn stream_body(
         }
         (writer, Ok(()))
     });
+    let view = dl.clone();
     let hash_thread = tokio::task::spawn_blocking(move || {
         while let Some(batch) = hash_rx.blocking_recv() {
             for chunk in batch {
                 hasher.update(&chunk);
+                if let Some(p) = &mut pieces
+                    && p.update(&chunk, |i, h| {
+                        view.update_view(|v| drop(v.map.set_hash(i, h)))
+                    })
+                    .is_err()
+                {
+                    // More bytes than the size: the body check reports it.
+                    pieces = None;
+                }
             }
         }
-        hasher
+        (hasher, pieces)
     });
     let mut batch = Vec::new();
     let mut batch_bytes = 0;
@@ -424,9 +478,13 @@ async fn stream_body(
     }
     drop((write_tx, hash_tx));
     let (writer, written) = write_thread.await.expect("blob writer does not panic");
-    let hasher = hash_thread.await.expect("hasher does not panic");
+    let (hasher, pieces) = hash_thread.await.expect("hasher does not panic");
     let total = writer.written();
-    let sink = Sink { writer, hasher };
+    let sink = Sink {
+        writer,
+        hasher,
+        pieces,
+    };
     let result = written
         .map_err(BodyError::Store)
         .and(outcome)

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::metrics::{NodeMetrics, Source};
 use crate::oci::{Digest, RegistryError};
+use crate::store::partial::{PieceMap, bitmap_has};
 use crate::store::read::{READ_CHUNK, read_at};
 
 /// Where a download stands.
@@ -59,6 +60,41 @@ pub struct Progress {
 /// download are served without reading the file back.
 const RECENT_BYTES: u64 = 8 * 1024 * 1024;
 
+/// What peers may take of a running download: the piece map as known so far, and which
+/// pieces are in the file at [`Progress::temp`].
+#[derive(Clone)]
+pub struct PieceView {
+    /// Layout and the hashes known so far.
+    pub map: PieceMap,
+    /// Pieces held, for downloads assembled out of order (from peers). `None`: every piece
+    /// whose hash is known and that lies wholly below `on_disk` (downloads written in order).
+    pub have: Option<Vec<u8>>,
+}
+
+impl PieceView {
+    /// Whether piece `index` can be served, given the bytes on disk.
+    pub fn has(&self, index: u32, on_disk: u64) -> bool {
+        match &self.have {
+            Some(bits) => bitmap_has(bits, index),
+            None => {
+                index < self.map.piece_count()
+                    && self.map.hash(index).is_some()
+                    && self.map.piece_range(index).end <= on_disk
+            }
+        }
+    }
+
+    /// The held pieces as a bitmap.
+    pub fn have_bits(&self, on_disk: u64) -> Vec<u8> {
+        let count = self.map.piece_count();
+        let mut bits = vec![0u8; (count as usize).div_ceil(8)];
+        for i in (0..count).filter(|&i| self.has(i, on_disk)) {
+            bits[i as usize / 8] |= 1 << (i % 8);
+        }
+        bits
+    }
+}
+
 /// A download shared by every request for the same digest on this node.
 #[derive(Debug)]
 pub struct Download {
@@ -69,6 +105,14 @@ pub struct Download {
     state: watch::Sender<Progress>,
     /// The newest written chunks: (generation, offset, bytes), oldest first.
     recent: Mutex<VecDeque<(u32, u64, Bytes)>>,
+    /// What peers may take of it (once the size is known).
+    view: Mutex<Option<PieceView>>,
+}
+
+impl std::fmt::Debug for PieceView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PieceView({} pieces)", self.map.piece_count())
+    }
 }
 
 impl Download {
@@ -88,7 +132,25 @@ impl Download {
             final_path,
             state,
             recent: Mutex::new(VecDeque::new()),
+            view: Mutex::new(None),
         }
+    }
+
+    /// Replaces what peers may take (`None`: nothing, e.g. after a restart of the content).
+    pub(super) fn set_view(&self, view: Option<PieceView>) {
+        *self.view.lock().unwrap() = view;
+    }
+
+    /// Changes the view, if there is one.
+    pub(super) fn update_view(&self, f: impl FnOnce(&mut PieceView)) {
+        if let Some(v) = self.view.lock().unwrap().as_mut() {
+            f(v);
+        }
+    }
+
+    /// What peers may take now.
+    pub fn view(&self) -> Option<PieceView> {
+        self.view.lock().unwrap().clone()
     }
 
     /// Publishes a received chunk at `offset` to readers (from memory, until it is on disk).

@@ -68,6 +68,8 @@ pub struct Fetcher {
     p2p: OnceLock<crate::p2p::P2p>,
     /// Bounds concurrent piece uploads to peers.
     uploads: Arc<Semaphore>,
+    /// Bad pieces received per peer, over all downloads.
+    peer_faults: Mutex<HashMap<libp2p::PeerId, u32>>,
 }
 
 /// Concurrent piece uploads a node serves; further requests are answered `BUSY`.
@@ -91,6 +93,7 @@ impl Fetcher {
             inflight: Mutex::new(HashMap::new()),
             p2p: OnceLock::new(),
             uploads: Arc::new(Semaphore::new(UPLOAD_SLOTS)),
+            peer_faults: Mutex::new(HashMap::new()),
         })
     }
 

@@ -8,11 +8,14 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use super::Fetcher;
+use std::time::Duration;
+
+use super::download::Phase;
+use super::{Blob, BlobRequest, Fetcher};
 use crate::oci::Digest;
 use crate::p2p::{self, ErrorCode, PieceService};
 use crate::store::partial::{PieceHasher, PieceMap, default_piece_size};
-use crate::store::read::READ_CHUNK;
+use crate::store::read::{READ_CHUNK, read_path};
 
 /// Serves peers from a node's store. Holds the engine weakly, so that the swarm task does not
 /// keep it alive.
@@ -25,9 +28,17 @@ impl StorePieces {
     }
 }
 
-/// The wire form of a complete blob's map.
-pub fn wire_map(map: &PieceMap, have_all: bool) -> p2p::PieceMap {
-    let count = map.piece_count() as usize;
+/// A bitmap with the first `count` bits set.
+pub fn all_bits(count: u32) -> Vec<u8> {
+    let mut bits = vec![0u8; (count as usize).div_ceil(8)];
+    for i in 0..count {
+        bits[i as usize / 8] |= 1 << (i % 8);
+    }
+    bits
+}
+
+/// The wire form of a map and the pieces held.
+pub fn wire_map(map: &PieceMap, have: Vec<u8>) -> p2p::PieceMap {
     p2p::PieceMap {
         digest: map.digest().to_string(),
         size: map.size(),
@@ -37,17 +48,7 @@ pub fn wire_map(map: &PieceMap, have_all: bool) -> p2p::PieceMap {
             .iter()
             .map(|h| h.map(|h| h.to_vec()).unwrap_or_default())
             .collect(),
-        have: if have_all {
-            let mut bits = vec![0xffu8; count.div_ceil(8)];
-            if !count.is_multiple_of(8)
-                && let Some(last) = bits.last_mut()
-            {
-                *last = (1u8 << (count % 8)) - 1;
-            }
-            bits
-        } else {
-            vec![0; count.div_ceil(8)]
-        },
+        have,
     }
 }
 
@@ -76,17 +77,66 @@ pub(super) fn complete_map(fetcher: &Fetcher, digest: &Digest) -> Option<PieceMa
     Some(map)
 }
 
+/// How long a peer that named this node the fetcher waits for the blob's size.
+const HINT_WAIT: Duration = Duration::from_secs(8);
+
+async fn complete_wire_map(fetcher: Arc<Fetcher>, digest: Digest) -> Option<p2p::PieceMap> {
+    tokio::task::spawn_blocking(move || {
+        complete_map(&fetcher, &digest).map(|m| {
+            let all = all_bits(m.piece_count());
+            wire_map(&m, all)
+        })
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 impl PieceService for StorePieces {
-    fn piece_map(&self, digest: Digest) -> BoxFuture<'static, Option<p2p::PieceMap>> {
+    fn piece_map(
+        &self,
+        digest: Digest,
+        hint: Option<p2p::FetchHint>,
+    ) -> BoxFuture<'static, Option<p2p::PieceMap>> {
         let fetcher = self.0.clone();
         async move {
             let fetcher = fetcher.upgrade()?;
-            tokio::task::spawn_blocking(move || {
-                complete_map(&fetcher, &digest).map(|m| wire_map(&m, true))
-            })
-            .await
-            .ok()
-            .flatten()
+            let held = match fetcher.held_blob(&digest) {
+                Some(b) => b,
+                // Named the zone's fetcher for this blob: fetch it as if a client had asked.
+                None => {
+                    let hint = hint?;
+                    let req = BlobRequest {
+                        registry: hint.registry,
+                        repo: hint.repository,
+                        digest: digest.clone(),
+                        credentials: None,
+                    };
+                    fetcher.blob(&req).ok()?
+                }
+            };
+            let download = match held {
+                Blob::Stored { .. } => return complete_wire_map(fetcher, digest).await,
+                Blob::Downloading { download, .. } => download,
+            };
+            let deadline = tokio::time::Instant::now() + HINT_WAIT;
+            tokio::time::timeout_at(deadline, download.ready())
+                .await
+                .ok()?
+                .ok()?;
+            loop {
+                let progress = download.progress();
+                if matches!(progress.phase, Phase::Complete) {
+                    return complete_wire_map(fetcher, digest).await;
+                }
+                if let Some(view) = download.view() {
+                    return Some(wire_map(&view.map, view.have_bits(progress.on_disk)));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         .boxed()
     }
@@ -95,28 +145,43 @@ impl PieceService for StorePieces {
         let fetcher = self.0.clone();
         async move {
             let fetcher = fetcher.upgrade().ok_or(ErrorCode::NotFound)?;
-            let map = {
-                let f = fetcher.clone();
-                let d = digest.clone();
-                tokio::task::spawn_blocking(move || complete_map(&f, &d))
-                    .await
-                    .ok()
-                    .flatten()
-                    .ok_or(ErrorCode::NotFound)?
-            };
-            if index >= map.piece_count() {
-                return Err(ErrorCode::BadRequest);
-            }
-            let range = map.piece_range(index);
             let _permit = fetcher.upload_slot().await.ok_or(ErrorCode::Busy)?;
-            let path = fetcher.store().blob_path(&digest);
-            let data = crate::store::read::read_path(
-                &path,
-                range.start,
-                (range.end - range.start) as usize,
-            )
-            .await
-            .map_err(|_| ErrorCode::NotFound)?;
+            let data = match fetcher.held_blob(&digest).ok_or(ErrorCode::NotFound)? {
+                Blob::Stored { .. } => {
+                    let map = {
+                        let (f, d) = (fetcher.clone(), digest.clone());
+                        tokio::task::spawn_blocking(move || complete_map(&f, &d))
+                            .await
+                            .ok()
+                            .flatten()
+                            .ok_or(ErrorCode::NotFound)?
+                    };
+                    if index >= map.piece_count() {
+                        return Err(ErrorCode::BadRequest);
+                    }
+                    let range = map.piece_range(index);
+                    let path = fetcher.store().blob_path(&digest);
+                    read_path(&path, range.start, (range.end - range.start) as usize)
+                        .await
+                        .map_err(|_| ErrorCode::NotFound)?
+                }
+                Blob::Downloading { download, .. } => {
+                    let progress = download.progress();
+                    let view = download.view().ok_or(ErrorCode::NotFound)?;
+                    if !view.has(index, progress.on_disk) {
+                        return Err(ErrorCode::NotFound);
+                    }
+                    let range = view.map.piece_range(index);
+                    let len = (range.end - range.start) as usize;
+                    match read_path(&progress.temp, range.start, len).await {
+                        Ok(data) => data,
+                        // Completed and moved into place meanwhile.
+                        Err(_) => read_path(&download.final_path, range.start, len)
+                            .await
+                            .map_err(|_| ErrorCode::NotFound)?,
+                    }
+                }
+            };
             fetcher.metrics().p2p_sent(data.len() as u64);
             Ok(data)
         }

@@ -7,14 +7,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use libp2p::PeerId;
+use sha2::{Digest as _, Sha256};
 use tokio::task::JoinSet;
 
-use super::download::{Download, Phase};
+use super::download::{Download, Phase, PieceView};
 use super::{BlobRequest, Fetcher};
 use crate::metrics::Source;
-use crate::p2p::{self, P2p, P2pError};
+use crate::oci::Digest;
+use crate::p2p::{self, FetchHint, P2p, P2pError};
 use crate::store::StoreError;
 use crate::store::partial::{PartialBlob, PieceError, PieceHash, PieceMap, bitmap_has};
 
@@ -22,10 +25,14 @@ use crate::store::partial::{PartialBlob, PieceError, PieceHash, PieceMap, bitmap
 const PER_PEER: usize = 2;
 /// Piece requests in flight for one download.
 const IN_FLIGHT: usize = 16;
-/// Bad pieces after which a peer is banned.
+/// Bad pieces (over all downloads) after which a peer is banned.
 const BAN_AFTER: u32 = 2;
 /// Providers asked for their piece maps.
 const MAP_QUERIES: usize = 8;
+/// How often what peers hold is asked again while pieces are missing and none is on its way.
+const REFRESH: Duration = Duration::from_millis(250);
+/// How long a download waits without any piece arriving before it turns to the upstream.
+const STALL: Duration = Duration::from_secs(10);
 
 /// Why the peers could not deliver (the caller then tries the upstream chain).
 #[derive(Debug)]
@@ -46,7 +53,7 @@ struct Holder {
 }
 
 /// Turns a wire map into a store map, refusing anything inconsistent.
-fn parse_map(digest: &crate::oci::Digest, m: &p2p::PieceMap) -> Option<PieceMap> {
+fn parse_map(digest: &Digest, m: &p2p::PieceMap) -> Option<PieceMap> {
     if m.digest != digest.to_string() {
         return None;
     }
@@ -62,6 +69,58 @@ fn parse_map(digest: &crate::oci::Digest, m: &p2p::PieceMap) -> Option<PieceMap>
     PieceMap::from_parts(digest.clone(), m.size, m.piece_size, hashes).ok()
 }
 
+/// The zone's fetcher for a digest: the peer (this node included) with the highest rendezvous
+/// hash. Every node of the zone that sees the same peers picks the same one, so the upstream is
+/// asked once per zone however many nodes want the blob at once.
+fn designated(peers: impl IntoIterator<Item = PeerId>, digest: &Digest) -> Option<PeerId> {
+    peers.into_iter().max_by_key(|p| {
+        let mut h = Sha256::new();
+        h.update(p.to_bytes());
+        h.update(digest.to_string().as_bytes());
+        h.finalize()
+    })
+}
+
+/// What peers told of a blob: the merged layout and each one's pieces.
+struct Survey {
+    layout: Option<PieceMap>,
+    holders: HashMap<PeerId, Holder>,
+}
+
+impl Survey {
+    /// Asks `peers` for their maps (the fetcher with the hint) and merges the answers.
+    async fn ask(
+        &mut self,
+        p2p: &P2p,
+        digest: &Digest,
+        peers: &[PeerId],
+        fetcher: Option<(PeerId, &FetchHint)>,
+    ) {
+        let answers = futures_util::future::join_all(peers.iter().map(|peer| {
+            let hint = fetcher.filter(|(f, _)| f == peer).map(|(_, h)| h);
+            p2p.piece_map(*peer, digest, hint)
+        }))
+        .await;
+        for (peer, answer) in peers.iter().zip(answers) {
+            let Some((map, have)) = answer
+                .ok()
+                .and_then(|m| Some((parse_map(digest, &m)?, m.have)))
+            else {
+                continue;
+            };
+            match &mut self.layout {
+                None => self.layout = Some(map),
+                Some(known) if known.same_layout(&map) => {
+                    let _ = known.merge(&map);
+                }
+                Some(_) => continue,
+            }
+            let in_flight = self.holders.get(peer).map_or(0, |h| h.in_flight);
+            self.holders.insert(*peer, Holder { have, in_flight });
+        }
+    }
+}
+
 impl Fetcher {
     /// Fetches the blob from peers into a partial download and completes it in the store.
     pub(super) async fn fetch_from_peers(
@@ -70,44 +129,48 @@ impl Fetcher {
         req: &BlobRequest,
     ) -> Result<u64, PeerMiss> {
         let p2p = self.p2p.get().ok_or(PeerMiss::NoProvider)?;
-        let zone: HashSet<PeerId> = p2p.zone_peers().await.into_iter().collect();
+        let zone: Vec<PeerId> = p2p.zone_peers().await;
         if zone.is_empty() {
             return Err(PeerMiss::NoProvider);
         }
-        let providers: Vec<PeerId> = p2p
+        let mut providers: Vec<PeerId> = p2p
             .providers(&req.digest)
             .await
             .into_iter()
             .filter(|p| zone.contains(p))
             .take(MAP_QUERIES)
             .collect();
-        let mut holders: HashMap<PeerId, Holder> = HashMap::new();
-        let mut layout: Option<PieceMap> = None;
-        let answers = futures_util::future::join_all(
-            providers
-                .iter()
-                .map(|peer| p2p.piece_map(*peer, &req.digest)),
-        )
-        .await;
-        for (peer, answer) in providers.iter().zip(answers) {
-            let Some(map) = answer.ok().and_then(|m| {
-                let parsed = parse_map(&req.digest, &m)?;
-                Some((parsed, m.have))
-            }) else {
-                continue;
-            };
-            let (map, have) = map;
-            match &mut layout {
-                None => layout = Some(map),
-                Some(known) if known.same_layout(&map) => {
-                    let _ = known.merge(&map);
-                }
-                Some(_) => continue,
+        let fetcher = designated(zone.iter().copied().chain([p2p.peer_id()]), &req.digest)
+            .expect("at least this node");
+        let hint = FetchHint {
+            registry: req.registry.clone(),
+            repository: req.repo.clone(),
+        };
+        let mut survey = Survey {
+            layout: None,
+            holders: HashMap::new(),
+        };
+        if fetcher == p2p.peer_id() {
+            // This node is the zone's fetcher: it waits for nobody, unless a peer already holds
+            // the whole blob.
+            survey.ask(p2p, &req.digest, &providers, None).await;
+            let count = survey.layout.as_ref().map_or(0, PieceMap::piece_count);
+            survey
+                .holders
+                .retain(|_, h| (0..count).all(|i| bitmap_has(&h.have, i)));
+            if survey.holders.is_empty() {
+                return Err(PeerMiss::NoProvider);
             }
-            holders.insert(*peer, Holder { have, in_flight: 0 });
+        } else {
+            if !providers.contains(&fetcher) {
+                providers.push(fetcher);
+            }
+            survey
+                .ask(p2p, &req.digest, &providers, Some((fetcher, &hint)))
+                .await;
         }
-        let layout = layout.ok_or(PeerMiss::NoProvider)?;
-        tracing::info!(digest = %req.digest, peers = holders.len(), "fetching from peers");
+        let layout = survey.layout.clone().ok_or(PeerMiss::NoProvider)?;
+        tracing::info!(digest = %req.digest, peers = survey.holders.len(), %fetcher, "fetching from peers");
 
         let store = self.store.clone();
         let (digest, size, piece_size) = (req.digest.clone(), layout.size(), layout.piece_size());
@@ -120,6 +183,10 @@ impl Fetcher {
         .map_err(|e| PeerMiss::Store(e.to_string()))?;
         let data_path = partial.data_path().to_owned();
         let contiguous = partial.contiguous_verified();
+        dl.set_view(Some(PieceView {
+            map: partial.map().clone(),
+            have: Some(partial.bitmap()),
+        }));
         let partial = Arc::new(Mutex::new(partial));
         dl.update(|p| {
             p.generation += 1;
@@ -130,8 +197,12 @@ impl Fetcher {
             p.written = contiguous;
             p.on_disk = contiguous;
         });
+        // Peers may take pieces from this node as soon as it has some.
+        p2p.provide(&req.digest).await;
 
-        self.fetch_pieces(p2p, dl, &partial, holders).await?;
+        let fetcher_hint = (fetcher != p2p.peer_id()).then_some((fetcher, &hint));
+        self.fetch_pieces(p2p, dl, &partial, survey, fetcher_hint)
+            .await?;
 
         // Every piece task has ended, so this is the last reference.
         let partial = Arc::try_unwrap(partial)
@@ -157,71 +228,87 @@ impl Fetcher {
                     .with_label_values(&[Source::Peer.label()])
                     .inc();
                 tracing::warn!(digest = %req.digest, %actual, "blob assembled from peers does not match its digest; discarded");
+                dl.set_view(None);
                 Err(PeerMiss::BadContent)
             }
             Err(e) => Err(PeerMiss::Store(e.to_string())),
         }
     }
 
-    /// Requests missing pieces until all are verified or no holder is left.
+    /// Requests missing pieces until all are verified, refreshing what peers hold while they
+    /// are still downloading themselves; gives up when nothing arrives for [`STALL`].
     async fn fetch_pieces(
         &self,
         p2p: &P2p,
         dl: &Download,
         partial: &Arc<Mutex<PartialBlob>>,
-        mut holders: HashMap<PeerId, Holder>,
+        mut survey: Survey,
+        fetcher: Option<(PeerId, &FetchHint)>,
     ) -> Result<(), PeerMiss> {
         let digest = dl.digest.clone();
         let mut missing: Vec<u32> = partial.lock().unwrap().missing();
         let mut in_flight: HashSet<u32> = HashSet::new();
-        let mut faults: HashMap<PeerId, u32> = HashMap::new();
         let mut tasks: JoinSet<(PeerId, u32, Result<bytes::Bytes, P2pError>)> = JoinSet::new();
-        loop {
-            // Rarest first: pieces held by the fewest peers go out first.
-            let mut candidates: Vec<(usize, u32)> = missing
-                .iter()
-                .filter(|i| !in_flight.contains(i))
-                .map(|&i| {
-                    let n = holders.values().filter(|h| bitmap_has(&h.have, i)).count();
-                    (n, i)
-                })
-                .filter(|(n, _)| *n > 0)
-                .collect();
-            candidates.sort_unstable();
-            for (_, index) in candidates {
-                if in_flight.len() >= IN_FLIGHT {
-                    break;
-                }
-                let Some((peer, holder)) = holders
-                    .iter_mut()
-                    .filter(|(_, h)| h.in_flight < PER_PEER && bitmap_has(&h.have, index))
-                    .min_by_key(|(_, h)| h.in_flight)
-                else {
+        let mut last_progress = tokio::time::Instant::now();
+        let mut refresh = tokio::time::interval(REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !missing.is_empty() {
+            self.schedule(
+                p2p,
+                &digest,
+                &missing,
+                &mut in_flight,
+                &mut survey,
+                &mut tasks,
+            );
+            let done = tokio::select! {
+                Some(done) = tasks.join_next() => done.expect("piece task does not panic"),
+                _ = refresh.tick() => {
+                    if last_progress.elapsed() > STALL {
+                        tracing::warn!(%digest, missing = missing.len(), "peers stalled");
+                        return Err(PeerMiss::Exhausted);
+                    }
+                    if tasks.is_empty() {
+                        // Nothing to ask for: learn what peers have gained, and who else has it.
+                        let mut peers: Vec<PeerId> = p2p
+                            .providers(&digest)
+                            .await
+                            .into_iter()
+                            .filter(|p| !self.is_faulty(p))
+                            .collect();
+                        peers.extend(survey.holders.keys().copied());
+                        peers.extend(fetcher.map(|(f, _)| f));
+                        peers.sort();
+                        peers.dedup();
+                        survey.ask(p2p, &digest, &peers, fetcher).await;
+                        if let Some(layout) = &survey.layout {
+                            let learned = {
+                                let mut p = partial.lock().unwrap();
+                                p.merge_map(layout).is_ok()
+                            };
+                            if !learned {
+                                return Err(PeerMiss::Exhausted);
+                            }
+                        }
+                    }
                     continue;
-                };
-                holder.in_flight += 1;
-                in_flight.insert(index);
-                let (p2p, peer, digest) = (p2p.clone(), *peer, digest.clone());
-                tasks.spawn(async move { (peer, index, p2p.piece(peer, &digest, index).await) });
-            }
-            let Some(done) = tasks.join_next().await else {
-                return if missing.is_empty() {
-                    Ok(())
-                } else {
-                    Err(PeerMiss::Exhausted)
-                };
+                }
             };
-            let (peer, index, result) = done.expect("piece task does not panic");
+            let (peer, index, result) = done;
             in_flight.remove(&index);
-            if let Some(h) = holders.get_mut(&peer) {
-                h.in_flight -= 1;
+            if let Some(h) = survey.holders.get_mut(&peer) {
+                h.in_flight = h.in_flight.saturating_sub(1);
             }
             let data = match result {
                 Ok(data) => data,
+                Err(P2pError::Refused {
+                    code: p2p::ErrorCode::Busy,
+                    ..
+                }) => continue,
                 Err(e) => {
                     // Dead, slow or refusing: not asked again in this download.
                     tracing::info!(%peer, error = %e, "dropping peer from this download");
-                    holders.remove(&peer);
+                    survey.holders.remove(&peer);
                     continue;
                 }
             };
@@ -230,12 +317,14 @@ impl Fetcher {
             let written = blocking(move || {
                 let mut p = writing.lock().unwrap();
                 p.write_piece(index, &data)
-                    .map(|()| p.contiguous_verified())
+                    .map(|()| (p.contiguous_verified(), p.bitmap()))
             })
             .await;
             match written {
-                Ok(contiguous) => {
+                Ok((contiguous, bits)) => {
+                    last_progress = tokio::time::Instant::now();
                     missing.retain(|&i| i != index);
+                    dl.update_view(|v| v.have = Some(bits));
                     dl.update(|p| {
                         p.written = contiguous;
                         p.on_disk = contiguous;
@@ -243,11 +332,9 @@ impl Fetcher {
                 }
                 Err(e) if e.blames_sender() => {
                     self.metrics.piece_verify_failures.inc();
-                    let n = faults.entry(peer).or_default();
-                    *n += 1;
                     tracing::warn!(%peer, index, error = %e, "peer sent a bad piece");
-                    holders.remove(&peer);
-                    if *n >= BAN_AFTER {
+                    survey.holders.remove(&peer);
+                    if self.fault(&peer) {
                         self.metrics.peer_bans.inc();
                         p2p.ban(peer).await;
                     }
@@ -255,10 +342,69 @@ impl Fetcher {
                 Err(PieceError::Store(e)) => return Err(PeerMiss::Store(e.to_string())),
                 Err(e) => {
                     tracing::warn!(%peer, index, error = %e, "piece not usable");
-                    holders.remove(&peer);
+                    survey.holders.remove(&peer);
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Starts requests for missing pieces: rarest first, at most [`PER_PEER`] per peer and
+    /// [`IN_FLIGHT`] in all.
+    fn schedule(
+        &self,
+        p2p: &P2p,
+        digest: &Digest,
+        missing: &[u32],
+        in_flight: &mut HashSet<u32>,
+        survey: &mut Survey,
+        tasks: &mut JoinSet<(PeerId, u32, Result<bytes::Bytes, P2pError>)>,
+    ) {
+        let holders = &mut survey.holders;
+        let mut candidates: Vec<(usize, u32)> = missing
+            .iter()
+            .filter(|i| !in_flight.contains(i))
+            .map(|&i| {
+                (
+                    holders.values().filter(|h| bitmap_has(&h.have, i)).count(),
+                    i,
+                )
+            })
+            .filter(|(n, _)| *n > 0)
+            .collect();
+        candidates.sort_unstable();
+        for (_, index) in candidates {
+            if in_flight.len() >= IN_FLIGHT {
+                break;
+            }
+            let Some((peer, holder)) = holders
+                .iter_mut()
+                .filter(|(_, h)| h.in_flight < PER_PEER && bitmap_has(&h.have, index))
+                .min_by_key(|(_, h)| h.in_flight)
+            else {
+                continue;
+            };
+            holder.in_flight += 1;
+            in_flight.insert(index);
+            let (p2p, peer, digest) = (p2p.clone(), *peer, digest.clone());
+            tasks.spawn(async move { (peer, index, p2p.piece(peer, &digest, index).await) });
+        }
+    }
+
+    /// Records a bad piece from `peer`; true when it has now earned a ban.
+    fn fault(&self, peer: &PeerId) -> bool {
+        let mut faults = self.peer_faults.lock().unwrap();
+        let n = faults.entry(*peer).or_default();
+        *n += 1;
+        *n >= BAN_AFTER
+    }
+
+    fn is_faulty(&self, peer: &PeerId) -> bool {
+        self.peer_faults
+            .lock()
+            .unwrap()
+            .get(peer)
+            .is_some_and(|n| *n >= BAN_AFTER)
     }
 }
 

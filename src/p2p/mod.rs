@@ -42,10 +42,24 @@ pub struct P2pConfig {
     pub request_timeout: Duration,
 }
 
+/// Where a blob can be fetched from: asking a peer with this hint makes it the fetcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchHint {
+    /// The registry host.
+    pub registry: crate::oci::RegistryHost,
+    /// The repository.
+    pub repository: crate::oci::RepoName,
+}
+
 /// What the swarm needs from the node to answer peers.
 pub trait PieceService: Send + Sync + 'static {
-    /// What this node knows of a blob, if anything.
-    fn piece_map(&self, digest: Digest) -> BoxFuture<'static, Option<PieceMap>>;
+    /// What this node knows of a blob, if anything. With a hint and nothing held, the node
+    /// starts fetching the blob itself and answers once its size is known.
+    fn piece_map(
+        &self,
+        digest: Digest,
+        hint: Option<FetchHint>,
+    ) -> BoxFuture<'static, Option<PieceMap>>;
     /// One verified piece.
     fn piece(
         &self,
@@ -215,10 +229,17 @@ impl P2p {
     ///
     /// # Errors
     /// As [`P2p::request`], or the peer's refusal.
-    pub async fn piece_map(&self, peer: PeerId, digest: &Digest) -> Result<PieceMap, P2pError> {
+    pub async fn piece_map(
+        &self,
+        peer: PeerId,
+        digest: &Digest,
+        hint: Option<&FetchHint>,
+    ) -> Result<PieceMap, P2pError> {
         let req = proto::Request {
             kind: Some(proto::RequestKind::Map(proto::PieceMapRequest {
                 digest: digest.to_string(),
+                registry: hint.map(|h| h.registry.to_string()).unwrap_or_default(),
+                repository: hint.map(|h| h.repository.to_string()).unwrap_or_default(),
             })),
         };
         match self.request(peer, req).await?.kind {

@@ -43,6 +43,12 @@ pub struct PieceMapRequest {
     /// `sha256:<hex>`.
     #[prost(string, tag = "1")]
     pub digest: String,
+    /// Fetch hint: the registry to fetch from when nothing is held (empty: no hint).
+    #[prost(string, tag = "2")]
+    pub registry: String,
+    /// Fetch hint: the repository.
+    #[prost(string, tag = "3")]
+    pub repository: String,
 }
 
 /// `PieceRequest` in the schema.

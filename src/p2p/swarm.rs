@@ -478,7 +478,18 @@ async fn answer(service: &dyn PieceService, request: proto::Request) -> proto::R
             let Ok(digest) = m.digest.parse::<Digest>() else {
                 return bad("malformed digest");
             };
-            match service.piece_map(digest).await {
+            let hint = if m.registry.is_empty() {
+                None
+            } else {
+                match (m.registry.parse(), m.repository.parse()) {
+                    (Ok(registry), Ok(repository)) => Some(super::FetchHint {
+                        registry,
+                        repository,
+                    }),
+                    _ => return bad("malformed fetch hint"),
+                }
+            };
+            match service.piece_map(digest, hint).await {
                 Some(map) => proto::Response {
                     kind: Some(proto::ResponseKind::Map(map)),
                 },

@@ -17,7 +17,11 @@ struct Memory {
 }
 
 impl PieceService for Memory {
-    fn piece_map(&self, digest: Digest) -> BoxFuture<'static, Option<PieceMap>> {
+    fn piece_map(
+        &self,
+        digest: Digest,
+        _: Option<FetchHint>,
+    ) -> BoxFuture<'static, Option<PieceMap>> {
         let map = self.blobs.get(&digest).map(|pieces| PieceMap {
             digest: digest.to_string(),
             size: pieces.iter().map(|p| p.len() as u64).sum(),
@@ -105,7 +109,7 @@ async fn peers_find_providers_and_exchange_pieces() {
     let found = wait_for(async || c.providers(&digest).await.contains(&a.peer_id())).await;
     assert!(found, "provider record not found");
 
-    let map = b.piece_map(a.peer_id(), &digest).await.unwrap();
+    let map = b.piece_map(a.peer_id(), &digest, None).await.unwrap();
     assert_eq!((map.size, map.hashes.len()), (10, 3));
     assert_eq!(
         &b.piece(a.peer_id(), &digest, 1).await.unwrap()[..],
@@ -123,7 +127,7 @@ async fn peers_find_providers_and_exchange_pieces() {
         "{missing:?}"
     );
     let unknown = Digest::sha256_of(b"nothing");
-    assert!(b.piece_map(a.peer_id(), &unknown).await.is_err());
+    assert!(b.piece_map(a.peer_id(), &unknown, None).await.is_err());
 
     // Gossip: an announcement from b reaches a.
     let mut haves = a.subscribe_haves();
@@ -154,7 +158,7 @@ async fn a_node_without_the_swarm_key_gets_nothing() {
     assert!(open.peers().await.is_empty());
     assert!(a.peers().await.is_empty());
     assert!(outsider.piece(a.peer_id(), &digest, 0).await.is_err());
-    assert!(open.piece_map(a.peer_id(), &digest).await.is_err());
+    assert!(open.piece_map(a.peer_id(), &digest, None).await.is_err());
 }
 
 #[tokio::test]
