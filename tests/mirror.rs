@@ -25,6 +25,13 @@ fn node_for(registry: &Registry, extra: &[&str]) -> ShoalNode {
     ShoalNode::start(&args)
 }
 
+/// Whether the node's store holds `digest` (waiting briefly: a client has its last byte once
+/// the blob is verified, and the rename into the store follows).
+fn stored(node: &ShoalNode, digest: &str) -> bool {
+    let file = node.blob_file(digest);
+    common::wait_until(Duration::from_secs(5), || file.exists())
+}
+
 /// Blob GETs the upstream served for `digest` (waiting briefly for log lines to land).
 fn upstream_gets(registry: &Registry, digest: &str) -> usize {
     std::thread::sleep(Duration::from_millis(300));
@@ -70,7 +77,7 @@ fn containerd_pulls_through_the_node_and_a_second_pull_comes_from_its_store() {
             "{}",
             layer.digest
         );
-        assert!(node.blob_file(&layer.digest).exists());
+        assert!(stored(&node, &layer.digest));
     }
     let upstream_bytes = node.metric("shoal_served_bytes_total", &[("source", "upstream")]);
     assert!(upstream_bytes >= (5 * MIB) as f64, "{upstream_bytes}");
@@ -130,7 +137,7 @@ fn docker_pulls_through_the_node_without_ns() {
     assert_eq!(docker.image_diff_ids("library/web:1.0"), diff_ids);
     for layer in &image.manifests[0].layers {
         assert_eq!(upstream_gets(&registry, &layer.digest), 1);
-        assert!(node.blob_file(&layer.digest).exists());
+        assert!(stored(&node, &layer.digest));
     }
 }
 
@@ -256,7 +263,7 @@ fn private_repository_content_is_served_only_to_clients_the_upstream_accepts() {
         .check_layers_unpacked(reference, &manifest.layers)
         .unwrap();
     let layer = &manifest.layers[0].digest;
-    assert!(node.blob_file(layer).exists(), "the layer is cached now");
+    assert!(stored(&node, layer), "the layer is cached now");
 
     // The cached manifest and layer: no credentials and wrong credentials get 401, the right
     // ones get the bytes.

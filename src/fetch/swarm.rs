@@ -142,6 +142,7 @@ impl Fetcher {
             .collect();
         let fetcher = designated(zone.iter().copied().chain([p2p.peer_id()]), &req.digest)
             .expect("at least this node");
+        tracing::debug!(digest = %req.digest, zone = zone.len(), providers = providers.len(), %fetcher, "looking for peers");
         let hint = FetchHint {
             registry: req.registry.clone(),
             repository: req.repo.clone(),
@@ -269,6 +270,7 @@ impl Fetcher {
                         return Err(PeerMiss::Exhausted);
                     }
                     if tasks.is_empty() {
+                        tracing::debug!(missing = missing.len(), "refreshing piece maps");
                         // Nothing to ask for: learn what peers have gained, and who else has it.
                         let mut peers: Vec<PeerId> = p2p
                             .providers(&digest)
@@ -322,6 +324,7 @@ impl Fetcher {
             .await;
             match written {
                 Ok((contiguous, bits)) => {
+                    tracing::debug!(%peer, index, "piece verified");
                     last_progress = tokio::time::Instant::now();
                     missing.retain(|&i| i != index);
                     dl.update_view(|v| v.have = Some(bits));

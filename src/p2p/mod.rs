@@ -155,14 +155,22 @@ impl P2p {
         &self.zone
     }
 
-    /// Connected peers of this node's zone.
+    /// Connected peers of this node's zone. Peers that just connected and have not said their
+    /// zone yet are waited for briefly, so that a fresh connection is not mistaken for none.
     pub async fn zone_peers(&self) -> Vec<PeerId> {
-        self.peers()
-            .await
-            .into_iter()
-            .filter(|p| p.zone.as_deref() == Some(self.zone.as_str()))
-            .map(|p| p.id)
-            .collect()
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let peers = self.peers().await;
+            let unknown = peers.iter().any(|p| p.zone.is_none());
+            if !unknown || tokio::time::Instant::now() >= deadline {
+                return peers
+                    .into_iter()
+                    .filter(|p| p.zone.as_deref() == Some(self.zone.as_str()))
+                    .map(|p| p.id)
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn ask<T>(

@@ -366,6 +366,13 @@ impl EventLoop {
                 tracing::info!(%peer, error = %e, "peer stopped answering; disconnecting");
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
+            // Peers learned from the DHT are dialed: within a zone the swarm is a mesh, so that
+            // every node sees the same peers when it picks a blob's fetcher.
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer, ..
+            })) if !self.swarm.is_connected(&peer) => {
+                let _ = self.swarm.dial(peer);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
                 result,
@@ -401,7 +408,11 @@ impl EventLoop {
         if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = result {
             found.extend(providers.into_iter().filter(|p| *p != local));
         }
-        if last && let Some((found, reply)) = self.pending_providers.remove(&id) {
+        // Answer with the first providers found rather than after the whole walk: a download
+        // needs a few sources now, not every source later.
+        if (last || !found.is_empty())
+            && let Some((found, reply)) = self.pending_providers.remove(&id)
+        {
             let _ = reply.send(found.into_iter().collect());
         }
     }
