@@ -24,7 +24,11 @@ fn status(node: &ShoalNode) -> serde_json::Value {
 }
 
 fn start(registry: &Registry, key: &Path, bootstrap: Option<&str>) -> ShoalNode {
-    let upstream = format!("docker.io={}", registry.url());
+    start_at(&registry.url(), key, bootstrap)
+}
+
+fn start_at(registry_url: &str, key: &Path, bootstrap: Option<&str>) -> ShoalNode {
+    let upstream = format!("docker.io={registry_url}");
     let key = key.to_str().unwrap();
     let mut args = vec!["--upstream", &upstream, "--swarm-key", key];
     if let Some(b) = bootstrap {
@@ -175,4 +179,173 @@ fn eight_nodes_pulling_at_once_cost_the_upstream_about_one_copy() {
         .map(|n| n.metric("shoal_served_bytes_total", &[("source", "peer")]))
         .sum();
     assert!(from_peers >= 6.0 * data.len() as f64, "{from_peers}");
+}
+
+/// A swarm member that claims every piece of the blobs it was given maps for, and sends
+/// garbage of the right length for each.
+struct Liar {
+    maps: std::collections::HashMap<String, shoal::p2p::PieceMap>,
+}
+
+impl shoal::p2p::PieceService for Liar {
+    fn piece_map(
+        &self,
+        digest: shoal::oci::Digest,
+        _: Option<shoal::p2p::FetchHint>,
+    ) -> futures_util::future::BoxFuture<'static, Option<shoal::p2p::PieceMap>> {
+        let map = self.maps.get(&digest.to_string()).cloned();
+        Box::pin(async move { map })
+    }
+
+    fn piece(
+        &self,
+        digest: shoal::oci::Digest,
+        index: u32,
+    ) -> futures_util::future::BoxFuture<'static, Result<bytes::Bytes, shoal::p2p::ErrorCode>> {
+        let map = self.maps.get(&digest.to_string()).cloned();
+        Box::pin(async move {
+            let map = map.ok_or(shoal::p2p::ErrorCode::NotFound)?;
+            let start = u64::from(index) * u64::from(map.piece_size);
+            let len = (map.size - start).min(u64::from(map.piece_size));
+            Ok(bytes::Bytes::from(vec![0x5a; len as usize]))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_sends_corrupt_pieces_is_caught_and_banned() {
+    if !common::require_tool("docker-registry") {
+        return;
+    }
+    let (registry, digests, key, dir) = tokio::task::spawn_blocking(|| {
+        let registry = Registry::start(RegistryOpts::default());
+        let digests: Vec<String> = (0..2u32)
+            .map(|n| {
+                let data: Vec<u8> = (0..(20 << 20) as u32)
+                    .map(|i| (i.wrapping_mul(2654435761 + n) >> 9) as u8)
+                    .collect();
+                push_blob(&registry.url(), "library/shared", &data)
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("swarm.key");
+        swarm_key(&key);
+        (registry, digests, key, dir)
+    })
+    .await
+    .unwrap();
+    let blocking = |f: Box<dyn FnOnce() -> ShoalNode + Send>| tokio::task::spawn_blocking(f);
+
+    // An honest node holds both blobs.
+    let (registry_url, key_path) = (registry.url(), key.clone());
+    let a = {
+        let digests = digests.clone();
+        let key = key.clone();
+        let r = registry_url.clone();
+        blocking(Box::new(move || {
+            let a = start_at(&r, &key, None);
+            for d in &digests {
+                assert_eq!(sha256_hex(&get(&a, d)), *d);
+            }
+            a
+        }))
+        .await
+        .unwrap()
+    };
+    let a_addr: shoal::p2p::Multiaddr = status(&a)["listen_addrs"][0]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let a_id: shoal::p2p::PeerId = status(&a)["peer_id"].as_str().unwrap().parse().unwrap();
+
+    // The liar joins with the swarm key, learns the real maps, and provides both blobs.
+    let psk = shoal::p2p::keys::load_swarm_key(&key_path).unwrap();
+    let config = shoal::p2p::P2pConfig {
+        keypair: shoal::p2p::Keypair::generate_ed25519(),
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: vec![a_addr.clone()],
+        swarm_key: Some(psk),
+        zone: "default".into(),
+        role: "node".into(),
+        request_timeout: Duration::from_secs(10),
+    };
+    let probe = shoal::p2p::P2p::start(
+        shoal::p2p::P2pConfig {
+            keypair: shoal::p2p::Keypair::generate_ed25519(),
+            ..config.clone()
+        },
+        std::sync::Arc::new(Liar {
+            maps: Default::default(),
+        }),
+    )
+    .await
+    .unwrap();
+    let mut maps = std::collections::HashMap::new();
+    for d in &digests {
+        let digest: shoal::oci::Digest = d.parse().unwrap();
+        let mut tries = 0;
+        let map = loop {
+            match probe.piece_map(a_id, &digest, None).await {
+                Ok(m) => break m,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("no map from the honest node: {e}"),
+            }
+        };
+        maps.insert(d.clone(), map);
+    }
+    // The probe only fetched maps; it leaves the swarm.
+    drop(probe);
+    let liar = shoal::p2p::P2p::start(config, std::sync::Arc::new(Liar { maps }))
+        .await
+        .unwrap();
+    for d in &digests {
+        liar.provide(&d.parse().unwrap()).await;
+    }
+
+    // A new node fetches both blobs from the swarm: every bad piece is caught, the liar is
+    // banned, and the blobs arrive intact.
+    let b = blocking(Box::new(move || {
+        start_at(&registry_url.clone(), &key, Some(&a_addr.to_string()))
+    }))
+    .await
+    .unwrap();
+    let b = std::sync::Arc::new(b);
+    let ready = {
+        let b = b.clone();
+        tokio::task::spawn_blocking(move || {
+            common::wait_until(Duration::from_secs(20), || {
+                status(&b)["peers"].as_u64() >= Some(2)
+            })
+        })
+        .await
+        .unwrap()
+    };
+    assert!(ready, "the new node did not meet both peers");
+    for d in &digests {
+        let (b, d) = (b.clone(), d.clone());
+        tokio::task::spawn_blocking(move || {
+            assert_eq!(sha256_hex(&get(&b, &d)), d, "{}", b.log_tail(40));
+        })
+        .await
+        .unwrap();
+    }
+    let failures = b.metric("shoal_piece_verify_failures_total", &[]);
+    assert!(
+        failures >= 2.0,
+        "bad pieces caught: {failures}\n{}",
+        b.log_tail(40)
+    );
+    assert_eq!(b.metric("shoal_peer_bans_total", &[]), 1.0);
+    assert_eq!(
+        registry.blob_gets(&digests[0]) + registry.blob_gets(&digests[1]),
+        2,
+        "{}",
+        b.log_tail(60)
+    );
+    drop((liar, dir));
 }

@@ -101,6 +101,7 @@ impl PieceService for StorePieces {
         let fetcher = self.0.clone();
         async move {
             let fetcher = fetcher.upgrade()?;
+            let waits = hint.is_some();
             let held = match fetcher.held_blob(&digest) {
                 Some(b) => b,
                 // Named the zone's fetcher for this blob: fetch it as if a client had asked.
@@ -119,6 +120,13 @@ impl PieceService for StorePieces {
                 Blob::Stored { .. } => return complete_wire_map(fetcher, digest).await,
                 Blob::Downloading { download, .. } => download,
             };
+            if !waits {
+                // Only the zone's fetcher is waited for; anyone else answers with what it has,
+                // so that two nodes still looking for sources never wait on each other.
+                let progress = download.progress();
+                let view = download.view()?;
+                return Some(wire_map(&view.map, view.have_bits(progress.on_disk)));
+            }
             let deadline = tokio::time::Instant::now() + HINT_WAIT;
             tokio::time::timeout_at(deadline, download.ready())
                 .await

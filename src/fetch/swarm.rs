@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use libp2p::PeerId;
+use rand::seq::SliceRandom;
 use sha2::{Digest as _, Sha256};
 use tokio::task::JoinSet;
 
@@ -140,6 +141,12 @@ impl Fetcher {
             .filter(|p| zone.contains(p))
             .take(MAP_QUERIES)
             .collect();
+        if providers.is_empty() {
+            // Provider records spread slowly in a young swarm: ask some zone peers directly.
+            let mut sample = zone.clone();
+            sample.shuffle(&mut rand::rng());
+            providers.extend(sample.into_iter().take(MAP_QUERIES));
+        }
         let fetcher = designated(zone.iter().copied().chain([p2p.peer_id()]), &req.digest)
             .expect("at least this node");
         tracing::debug!(digest = %req.digest, zone = zone.len(), providers = providers.len(), %fetcher, "looking for peers");

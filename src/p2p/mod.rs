@@ -15,12 +15,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use libp2p::identity::Keypair;
 use libp2p::pnet::PreSharedKey;
-use libp2p::{Multiaddr, PeerId};
+
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::oci::Digest;
+pub use libp2p::identity::Keypair;
+pub use libp2p::{Multiaddr, PeerId};
 pub use proto::{ErrorCode, Have, PieceMap};
 
 /// How this node takes part in the swarm.

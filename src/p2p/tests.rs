@@ -197,25 +197,3 @@ async fn pieces_stay_within_a_zone_and_banned_peers_are_refused() {
         "banned peer got a piece"
     );
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "timing probe"]
-async fn piece_throughput_probe() {
-    let piece = Bytes::from(vec![7u8; 4 << 20]);
-    let digest = Digest::sha256_of(b"probe");
-    let mut m = Memory::default();
-    m.blobs.insert(digest.clone(), vec![piece; 4]);
-    let a = node(Some(key(9)), "z", vec![], m).await;
-    let addr = a.listen_addrs().await[0].clone();
-    let b = node(Some(key(9)), "z", vec![addr], Memory::default()).await;
-    assert!(wait_for(async || b.peers().await.iter().any(|p| p.zone.is_some())).await);
-    let t = std::time::Instant::now();
-    for i in 0..16 {
-        b.piece(a.peer_id(), &digest, i % 4).await.unwrap();
-    }
-    eprintln!("16 x 4 MiB sequential: {:?}", t.elapsed());
-    let t = std::time::Instant::now();
-    let futs = (0..16).map(|i| b.piece(a.peer_id(), &digest, i % 4));
-    futures_util::future::join_all(futs).await;
-    eprintln!("16 x 4 MiB concurrent: {:?}", t.elapsed());
-}
