@@ -12,6 +12,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use crate::fetch::Registries;
+use crate::fetch::limit::ByteRate;
 use crate::oci::{Credentials, RegistryHost, Timeouts};
 
 /// A configuration problem, naming the key.
@@ -105,6 +106,10 @@ pub struct NodeConfig {
     pub bootstrap: Vec<String>,
     /// The swarm's pre-shared key file; default `DATA_DIR/swarm.key`, created if missing.
     pub swarm_key: Option<PathBuf>,
+    /// Limit on piece bytes sent to peers, e.g. `32MiB/s`.
+    pub upload_limit: Option<ByteRate>,
+    /// Limit on all bytes downloaded (upstream and peers), e.g. `100MiB/s`.
+    pub download_limit: Option<ByteRate>,
 }
 
 impl Default for NodeConfig {
@@ -124,6 +129,8 @@ impl Default for NodeConfig {
             p2p_listen: vec!["/ip4/0.0.0.0/tcp/65002".into()],
             bootstrap: Vec::new(),
             swarm_key: None,
+            upload_limit: None,
+            download_limit: None,
         }
     }
 }
@@ -153,6 +160,10 @@ pub struct NodeSettings {
     pub bootstrap: Vec<Multiaddr>,
     /// The swarm key file.
     pub swarm_key: PathBuf,
+    /// Upload limit for pieces sent to peers.
+    pub upload_limit: Option<ByteRate>,
+    /// Download limit for everything fetched.
+    pub download_limit: Option<ByteRate>,
 }
 
 impl NodeConfig {
@@ -267,6 +278,8 @@ impl NodeConfig {
                 .swarm_key
                 .clone()
                 .unwrap_or_else(|| self.data_dir.join("swarm.key")),
+            upload_limit: self.upload_limit,
+            download_limit: self.download_limit,
             listen: self.listen,
             admin_listen: self.admin_listen,
             data_dir: self.data_dir.clone(),

@@ -106,11 +106,15 @@ impl Node {
         let registry = prometheus::Registry::new();
         let metrics = NodeMetrics::register(&registry)?;
         let client = Arc::new(RegistryClient::new(settings.timeouts)?);
-        let fetcher = Fetcher::new(
-            store,
-            client,
-            Arc::new(settings.registries.clone()),
-            metrics,
+        let fetcher = Fetcher::with_limits(
+            Fetcher::new(
+                store,
+                client,
+                Arc::new(settings.registries.clone()),
+                metrics,
+            ),
+            settings.download_limit,
+            settings.upload_limit,
         );
         let p2p = start_swarm(&settings, &fetcher).await?;
         fetcher.attach_p2p(p2p);

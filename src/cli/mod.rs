@@ -114,6 +114,12 @@ pub struct NodeArgs {
     /// created if missing].
     #[arg(long, value_name = "FILE", env = "SHOAL_SWARM_KEY")]
     pub swarm_key: Option<PathBuf>,
+    /// Limit on piece bytes sent to peers, e.g. 32MiB/s or 200Mbit/s.
+    #[arg(long, value_name = "RATE", env = "SHOAL_UPLOAD_LIMIT")]
+    pub upload_limit: Option<crate::fetch::limit::ByteRate>,
+    /// Limit on all bytes downloaded (upstream and peers), e.g. 100MiB/s.
+    #[arg(long, value_name = "RATE", env = "SHOAL_DOWNLOAD_LIMIT")]
+    pub download_limit: Option<crate::fetch::limit::ByteRate>,
 }
 
 impl NodeArgs {
@@ -163,6 +169,12 @@ impl NodeArgs {
         cfg.bootstrap.extend(self.bootstrap.iter().cloned());
         if let Some(v) = &self.swarm_key {
             cfg.swarm_key = Some(v.clone());
+        }
+        if self.upload_limit.is_some() {
+            cfg.upload_limit = self.upload_limit;
+        }
+        if self.download_limit.is_some() {
+            cfg.download_limit = self.download_limit;
         }
         Ok(cfg)
     }

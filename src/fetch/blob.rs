@@ -192,7 +192,7 @@ impl Fetcher {
                     p.source = source;
                     p.phase = Phase::Streaming;
                 });
-                let (returned, body) = stream_body(resp, sink, dl, size).await;
+                let (returned, body) = self.stream_body(resp, sink, dl, size).await;
                 sink = returned;
                 match body {
                     Ok(()) => {}
@@ -402,97 +402,103 @@ const QUEUE_BATCHES: usize = 8;
 /// one blocking thread writes them to the file and another hashes them, while this task keeps
 /// receiving. The channels are bounded, so a slow disk slows the download rather than filling
 /// memory.
-async fn stream_body(
-    mut resp: reqwest::Response,
-    sink: Sink,
-    dl: &Arc<Download>,
-    size: Option<u64>,
-) -> (Sink, Result<(), BodyError>) {
-    let Sink {
-        mut writer,
-        mut hasher,
-        mut pieces,
-    } = sink;
-    let mut received = writer.written();
-    let (write_tx, mut write_rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUE_BATCHES);
-    let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUE_BATCHES);
-    let progress = dl.clone();
-    let write_thread = tokio::task::spawn_blocking(move || {
-        while let Some(batch) = write_rx.blocking_recv() {
-            for chunk in batch {
-                if let Err(e) = writer.write(&chunk) {
-                    return (writer, Err(e));
+impl Fetcher {
+    async fn stream_body(
+        &self,
+        mut resp: reqwest::Response,
+        sink: Sink,
+        dl: &Arc<Download>,
+        size: Option<u64>,
+    ) -> (Sink, Result<(), BodyError>) {
+        let Sink {
+            mut writer,
+            mut hasher,
+            mut pieces,
+        } = sink;
+        let mut received = writer.written();
+        let (write_tx, mut write_rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUE_BATCHES);
+        let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(QUEUE_BATCHES);
+        let progress = dl.clone();
+        let write_thread = tokio::task::spawn_blocking(move || {
+            while let Some(batch) = write_rx.blocking_recv() {
+                for chunk in batch {
+                    if let Err(e) = writer.write(&chunk) {
+                        return (writer, Err(e));
+                    }
                 }
+                let on_disk = writer.written();
+                progress.update(|p| p.on_disk = on_disk);
             }
-            let on_disk = writer.written();
-            progress.update(|p| p.on_disk = on_disk);
-        }
-        (writer, Ok(()))
-    });
-    let view = dl.clone();
-    let hash_thread = tokio::task::spawn_blocking(move || {
-        while let Some(batch) = hash_rx.blocking_recv() {
-            for chunk in batch {
-                hasher.update(&chunk);
-                if let Some(p) = &mut pieces
-                    && p.update(&chunk, |i, h| {
-                        view.update_view(|v| drop(v.map.set_hash(i, h)))
-                    })
-                    .is_err()
-                {
-                    // More bytes than the size: the body check reports it.
-                    pieces = None;
-                }
-            }
-        }
-        (hasher, pieces)
-    });
-    let mut batch = Vec::new();
-    let mut batch_bytes = 0;
-    let outcome = loop {
-        match resp.chunk().await {
-            Ok(Some(c)) => {
-                if size.is_some_and(|s| received + c.len() as u64 > s) {
-                    break Err(BodyError::TooLong);
-                }
-                dl.received(received, c.clone());
-                received += c.len() as u64;
-                batch_bytes += c.len();
-                batch.push(c);
-                if batch_bytes >= BATCH_BYTES {
-                    batch_bytes = 0;
-                    let b = std::mem::take(&mut batch);
-                    // A failed send means the writer stopped; its error is reported below.
-                    if hash_tx.send(b.clone()).await.is_err() || write_tx.send(b).await.is_err() {
-                        break Ok(());
+            (writer, Ok(()))
+        });
+        let view = dl.clone();
+        let hash_thread = tokio::task::spawn_blocking(move || {
+            while let Some(batch) = hash_rx.blocking_recv() {
+                for chunk in batch {
+                    hasher.update(&chunk);
+                    if let Some(p) = &mut pieces
+                        && p.update(&chunk, |i, h| {
+                            view.update_view(|v| drop(v.map.set_hash(i, h)))
+                        })
+                        .is_err()
+                    {
+                        // More bytes than the size: the body check reports it.
+                        pieces = None;
                     }
                 }
             }
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(BodyError::Source(e.without_url().to_string())),
-        }
-    };
-    if !batch.is_empty() && !matches!(outcome, Err(BodyError::TooLong)) {
-        let _ = hash_tx.send(batch.clone()).await;
-        let _ = write_tx.send(batch).await;
-    }
-    drop((write_tx, hash_tx));
-    let (writer, written) = write_thread.await.expect("blob writer does not panic");
-    let (hasher, pieces) = hash_thread.await.expect("hasher does not panic");
-    let total = writer.written();
-    let sink = Sink {
-        writer,
-        hasher,
-        pieces,
-    };
-    let result = written
-        .map_err(BodyError::Store)
-        .and(outcome)
-        .and_then(|()| match size {
-            Some(s) if total < s => Err(BodyError::Source(format!(
-                "body ended after {total} of {s} bytes"
-            ))),
-            _ => Ok(()),
+            (hasher, pieces)
         });
-    (sink, result)
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        let outcome = loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
+                    if size.is_some_and(|s| received + c.len() as u64 > s) {
+                        break Err(BodyError::TooLong);
+                    }
+                    // Holding the next read back is what slows the sender (TCP flow control).
+                    self.download_budget(c.len() as u64).await;
+                    dl.received(received, c.clone());
+                    received += c.len() as u64;
+                    batch_bytes += c.len();
+                    batch.push(c);
+                    if batch_bytes >= BATCH_BYTES {
+                        batch_bytes = 0;
+                        let b = std::mem::take(&mut batch);
+                        // A failed send means the writer stopped; its error is reported below.
+                        if hash_tx.send(b.clone()).await.is_err() || write_tx.send(b).await.is_err()
+                        {
+                            break Ok(());
+                        }
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(BodyError::Source(e.without_url().to_string())),
+            }
+        };
+        if !batch.is_empty() && !matches!(outcome, Err(BodyError::TooLong)) {
+            let _ = hash_tx.send(batch.clone()).await;
+            let _ = write_tx.send(batch).await;
+        }
+        drop((write_tx, hash_tx));
+        let (writer, written) = write_thread.await.expect("blob writer does not panic");
+        let (hasher, pieces) = hash_thread.await.expect("hasher does not panic");
+        let total = writer.written();
+        let sink = Sink {
+            writer,
+            hasher,
+            pieces,
+        };
+        let result = written
+            .map_err(BodyError::Store)
+            .and(outcome)
+            .and_then(|()| match size {
+                Some(s) if total < s => Err(BodyError::Source(format!(
+                    "body ended after {total} of {s} bytes"
+                ))),
+                _ => Ok(()),
+            });
+        (sink, result)
+    }
 }

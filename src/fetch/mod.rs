@@ -7,6 +7,7 @@ pub mod authz;
 mod blob;
 pub mod download;
 mod failures;
+pub mod limit;
 mod manifest;
 pub mod pieces;
 pub mod sources;
@@ -70,6 +71,10 @@ pub struct Fetcher {
     uploads: Arc<Semaphore>,
     /// Bad pieces received per peer, over all downloads.
     peer_faults: Mutex<HashMap<libp2p::PeerId, u32>>,
+    /// `--download-limit`: all bytes this node downloads (upstream and peers).
+    download_limit: Option<Arc<limit::TokenBucket>>,
+    /// `--upload-limit`: piece bytes this node sends to peers.
+    upload_limit: Option<Arc<limit::TokenBucket>>,
 }
 
 /// Concurrent piece uploads a node serves; further requests are answered `BUSY`.
@@ -94,7 +99,38 @@ impl Fetcher {
             p2p: OnceLock::new(),
             uploads: Arc::new(Semaphore::new(UPLOAD_SLOTS)),
             peer_faults: Mutex::new(HashMap::new()),
+            download_limit: None,
+            upload_limit: None,
         })
+    }
+
+    /// The same engine with bandwidth limits (call before sharing it).
+    ///
+    /// # Panics
+    /// If the engine is already shared.
+    pub fn with_limits(
+        mut this: Arc<Self>,
+        download: Option<limit::ByteRate>,
+        upload: Option<limit::ByteRate>,
+    ) -> Arc<Self> {
+        let inner = Arc::get_mut(&mut this).expect("limits are set before the engine is shared");
+        inner.download_limit = download.map(|r| Arc::new(limit::TokenBucket::new(r)));
+        inner.upload_limit = upload.map(|r| Arc::new(limit::TokenBucket::new(r)));
+        this
+    }
+
+    /// Waits for the download limit to allow `bytes` more.
+    pub(crate) async fn download_budget(&self, bytes: u64) {
+        if let Some(b) = &self.download_limit {
+            b.take(bytes).await;
+        }
+    }
+
+    /// Waits for the upload limit to allow `bytes` more.
+    pub(crate) async fn upload_budget(&self, bytes: u64) {
+        if let Some(b) = &self.upload_limit {
+            b.take(bytes).await;
+        }
     }
 
     /// Connects the engine to the swarm: from now on blobs are looked for among peers first.

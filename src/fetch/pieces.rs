@@ -190,6 +190,7 @@ impl PieceService for StorePieces {
                     }
                 }
             };
+            fetcher.upload_budget(data.len() as u64).await;
             fetcher.metrics().p2p_sent(data.len() as u64);
             Ok(data)
         }

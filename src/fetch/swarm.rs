@@ -370,6 +370,7 @@ impl Fetcher {
         survey: &mut Survey,
         tasks: &mut JoinSet<(PeerId, u32, Result<bytes::Bytes, P2pError>)>,
     ) {
+        let layout = survey.layout.as_ref();
         let holders = &mut survey.holders;
         let mut candidates: Vec<(usize, u32)> = missing
             .iter()
@@ -397,7 +398,14 @@ impl Fetcher {
             holder.in_flight += 1;
             in_flight.insert(index);
             let (p2p, peer, digest) = (p2p.clone(), *peer, digest.clone());
-            tasks.spawn(async move { (peer, index, p2p.piece(peer, &digest, index).await) });
+            let bucket = self.download_limit.clone();
+            let len = survey_len(layout, index);
+            tasks.spawn(async move {
+                if let Some(b) = bucket {
+                    b.take(len).await;
+                }
+                (peer, index, p2p.piece(peer, &digest, index).await)
+            });
         }
     }
 
@@ -416,6 +424,14 @@ impl Fetcher {
             .get(peer)
             .is_some_and(|n| *n >= BAN_AFTER)
     }
+}
+
+/// The length of piece `index` (for the download budget; a piece size if the layout is unknown).
+fn survey_len(layout: Option<&PieceMap>, index: u32) -> u64 {
+    layout.map_or(
+        u64::from(crate::store::partial::MIN_DEFAULT_PIECE_SIZE),
+        |m| u64::from(m.piece_len(index)),
+    )
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
