@@ -57,7 +57,7 @@ impl FromStr for ByteRate {
             _ => return Err(err()),
         };
         let rate = number * factor;
-        if !rate.is_finite() || rate < 1.0 || rate > 1e13 {
+        if !rate.is_finite() || !(1.0..=1e13).contains(&rate) {
             return Err(err());
         }
         Ok(ByteRate(rate as u64))
