@@ -349,3 +349,145 @@ async fn a_peer_that_sends_corrupt_pieces_is_caught_and_banned() {
     );
     drop((liar, dir));
 }
+
+#[test]
+fn nodes_killed_mid_transfer_do_not_stop_the_others() {
+    if !common::require_tool("docker-registry") {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let data: Vec<u8> = (0..(48 << 20) as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 5) as u8)
+        .collect();
+    let digest = push_blob(&registry.url(), "library/shared", &data);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("swarm.key");
+    swarm_key(&key);
+    let upstream = format!("docker.io={}", registry.url());
+    // Slow uploads, so that the transfer is still running when nodes die.
+    let node = |bootstrap: Option<&str>| {
+        let mut args = vec![
+            "--upstream",
+            &upstream,
+            "--swarm-key",
+            key.to_str().unwrap(),
+            "--upload-limit",
+            "16MiB/s",
+        ];
+        if let Some(b) = bootstrap {
+            args.extend(["--bootstrap", b]);
+        }
+        ShoalNode::start(&args)
+    };
+    let first = node(None);
+    let addr = status(&first)["listen_addrs"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut nodes = vec![first];
+    for _ in 1..8 {
+        nodes.push(node(Some(&addr)));
+    }
+    assert!(common::wait_until(Duration::from_secs(30), || {
+        nodes.iter().all(|n| status(n)["peers"].as_u64() >= Some(7))
+    }));
+
+    let (mut doomed, survivors): (Vec<_>, Vec<_>) = nodes
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| *i == 2 || *i == 5);
+    let survivors: Vec<ShoalNode> = survivors.into_iter().map(|(_, n)| n).collect();
+    let doomed_clients: Vec<_> = doomed
+        .iter()
+        .map(|(_, n)| {
+            let url = format!("{}/v2/library/shared/blobs/{digest}", n.url());
+            std::thread::spawn(move || http_request("GET", &url, &[], &[]))
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for node in &survivors {
+            let digest = &digest;
+            s.spawn(move || {
+                let url = format!("{}/v2/library/shared/blobs/{digest}", node.url());
+                let body = http_request("GET", &url, &[], &[])
+                    .unwrap_or_else(|e| panic!("{e}: {}", node.log_tail(40)))
+                    .body;
+                assert_eq!(sha256_hex(&body), *digest, "{}", node.log_tail(40));
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        for (_, n) in &mut doomed {
+            n.kill9();
+        }
+    });
+    for c in doomed_clients {
+        let _ = c.join();
+    }
+    for node in &survivors {
+        let file = node.blob_file(&digest);
+        assert!(common::wait_until(Duration::from_secs(5), || file.exists()));
+    }
+}
+
+#[test]
+fn pieces_stay_inside_their_zone() {
+    if !common::require_tool("docker-registry") {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let data: Vec<u8> = (0..(24 << 20) as u32)
+        .map(|i| (i.wrapping_mul(2246822519) >> 3) as u8)
+        .collect();
+    let digest = push_blob(&registry.url(), "library/shared", &data);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("swarm.key");
+    swarm_key(&key);
+    let upstream = format!("docker.io={}", registry.url());
+    let node = |zone: &str, bootstrap: Option<&str>| {
+        let mut args = vec![
+            "--upstream",
+            &upstream,
+            "--swarm-key",
+            key.to_str().unwrap(),
+            "--zone",
+            zone,
+        ];
+        if let Some(b) = bootstrap {
+            args.extend(["--bootstrap", b]);
+        }
+        ShoalNode::start(&args)
+    };
+    let first = node("east", None);
+    let addr = status(&first)["listen_addrs"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut east = vec![first];
+    let mut west = Vec::new();
+    for _ in 0..2 {
+        east.push(node("east", Some(&addr)));
+    }
+    for _ in 0..3 {
+        west.push(node("west", Some(&addr)));
+    }
+    assert!(common::wait_until(Duration::from_secs(30), || {
+        east.iter()
+            .chain(&west)
+            .all(|n| status(n)["peers"].as_u64() >= Some(5))
+    }));
+    std::thread::scope(|s| {
+        for node in east.iter().chain(&west) {
+            let digest = &digest;
+            s.spawn(move || assert_eq!(sha256_hex(&get(node, digest)), *digest));
+        }
+    });
+    // One copy entered each zone; what a zone's nodes received, its nodes sent.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(registry.blob_gets(&digest), 2);
+    for zone in [&east, &west] {
+        let sum = |name: &str| -> f64 { zone.iter().map(|n| n.metric(name, &[])).sum() };
+        let received = sum("shoal_p2p_received_bytes_total");
+        assert_eq!(received, 2.0 * data.len() as f64);
+        assert_eq!(sum("shoal_p2p_sent_bytes_total"), received);
+    }
+}

@@ -309,7 +309,7 @@ impl Fetcher {
 }
 
 /// Where the body of a blob response starts and the blob's total size (if announced).
-fn body_extent(resp: &reqwest::Response) -> Option<(u64, Option<u64>)> {
+pub(super) fn body_extent(resp: &reqwest::Response) -> Option<(u64, Option<u64>)> {
     if resp.status() != StatusCode::PARTIAL_CONTENT {
         return Some((0, content_length(resp)));
     }

@@ -17,7 +17,9 @@ use tokio::task::JoinSet;
 use super::download::{Download, Phase, PieceView};
 use super::{BlobRequest, Fetcher};
 use crate::metrics::Source;
-use crate::oci::Digest;
+use http::Method;
+
+use crate::oci::{Digest, UpstreamRequest};
 use crate::p2p::{self, FetchHint, P2p, P2pError};
 use crate::store::StoreError;
 use crate::store::partial::{PartialBlob, PieceError, PieceHash, PieceMap, bitmap_has};
@@ -32,6 +34,8 @@ const BAN_AFTER: u32 = 2;
 const MAP_QUERIES: usize = 8;
 /// How often what peers hold is asked again while pieces are missing and none is on its way.
 const REFRESH: Duration = Duration::from_millis(250);
+/// Every this many refreshes, the DHT and the zone are searched for new holders.
+const LOOK_AROUND: u32 = 8;
 /// How long a download waits without any piece arriving before it turns to the upstream.
 const STALL: Duration = Duration::from_secs(10);
 
@@ -209,8 +213,15 @@ impl Fetcher {
         p2p.provide(&req.digest).await;
 
         let fetcher_hint = (fetcher != p2p.peer_id()).then_some((fetcher, &hint));
-        self.fetch_pieces(p2p, dl, &partial, survey, fetcher_hint)
-            .await?;
+        match self
+            .fetch_pieces(p2p, dl, &partial, survey, fetcher_hint)
+            .await
+        {
+            Ok(()) => {}
+            // Keep what the peers gave; only the rest comes from the upstream.
+            Err(PeerMiss::Exhausted) => self.missing_from_upstream(dl, req, &partial).await?,
+            Err(e) => return Err(e),
+        }
 
         // Every piece task has ended, so this is the last reference.
         let partial = Arc::try_unwrap(partial)
@@ -258,6 +269,7 @@ impl Fetcher {
         let mut in_flight: HashSet<u32> = HashSet::new();
         let mut tasks: JoinSet<(PeerId, u32, Result<bytes::Bytes, P2pError>)> = JoinSet::new();
         let mut last_progress = tokio::time::Instant::now();
+        let mut ticks = 0u32;
         let mut refresh = tokio::time::interval(REFRESH);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !missing.is_empty() {
@@ -276,25 +288,25 @@ impl Fetcher {
                         tracing::warn!(%digest, missing = missing.len(), "peers stalled");
                         return Err(PeerMiss::Exhausted);
                     }
-                    if tasks.is_empty() {
+                    // Pieces nobody is asked for: learn what peers have gained since, and
+                    // now and then look for new holders too.
+                    if missing.iter().any(|i| !in_flight.contains(i)) {
+                        ticks += 1;
                         tracing::debug!(missing = missing.len(), "refreshing piece maps");
-                        // Nothing to ask for: learn what peers have gained, and who else has it.
-                        let mut peers: Vec<PeerId> = p2p
-                            .providers(&digest)
-                            .await
-                            .into_iter()
-                            .filter(|p| !self.is_faulty(p))
-                            .collect();
-                        peers.extend(survey.holders.keys().copied());
+                        let mut peers: Vec<PeerId> = survey.holders.keys().copied().collect();
                         peers.extend(fetcher.map(|(f, _)| f));
+                        if ticks % LOOK_AROUND == 1 {
+                            peers.extend(p2p.providers(&digest).await);
+                            let mut zone = p2p.zone_peers().await;
+                            zone.shuffle(&mut rand::rng());
+                            peers.extend(zone.into_iter().take(MAP_QUERIES));
+                        }
+                        peers.retain(|p| !self.is_faulty(p));
                         peers.sort();
                         peers.dedup();
                         survey.ask(p2p, &digest, &peers, fetcher).await;
                         if let Some(layout) = &survey.layout {
-                            let learned = {
-                                let mut p = partial.lock().unwrap();
-                                p.merge_map(layout).is_ok()
-                            };
+                            let learned = partial.lock().unwrap().merge_map(layout).is_ok();
                             if !learned {
                                 return Err(PeerMiss::Exhausted);
                             }
@@ -409,6 +421,104 @@ impl Fetcher {
         }
     }
 
+    /// Fetches the pieces still missing from the upstream chain, one run of consecutive
+    /// pieces at a time (`Range: bytes=N-`, read up to the run's end), into the partial
+    /// download. Readers keep streaming: nothing verified is thrown away.
+    async fn missing_from_upstream(
+        &self,
+        dl: &Download,
+        req: &BlobRequest,
+        partial: &Arc<Mutex<PartialBlob>>,
+    ) -> Result<(), PeerMiss> {
+        let (missing, map) = {
+            let p = partial.lock().unwrap();
+            (p.missing(), p.map().clone())
+        };
+        tracing::info!(digest = %req.digest, pieces = missing.len(), "peers ran out; fetching the missing pieces from the upstream");
+        dl.update(|p| p.source = Source::Upstream);
+        let path = format!("{}/blobs/{}", req.repo, req.digest);
+        for (first, last) in runs(&missing) {
+            let mut next = first;
+            for (_, endpoint) in self.registries.chain(&req.registry) {
+                if next > last {
+                    break;
+                }
+                let start = map.piece_range(next).start;
+                let up = UpstreamRequest {
+                    method: Method::GET,
+                    repo: &req.repo,
+                    path: path.clone(),
+                    accept: &[],
+                    range_from: Some(start),
+                    client: req.credentials.as_ref(),
+                };
+                let Ok(mut resp) = self.client.send(&endpoint, &up).await else {
+                    continue;
+                };
+                self.metrics.upstream("blob", resp.status().as_str());
+                if !resp.status().is_success() {
+                    continue;
+                }
+                let Some((body_start, _)) = super::blob::body_extent(&resp) else {
+                    continue;
+                };
+                let mut skip = start.saturating_sub(body_start);
+                if body_start > start {
+                    continue;
+                }
+                let mut buf = bytes::BytesMut::new();
+                while next <= last {
+                    let chunk = match resp.chunk().await {
+                        Ok(Some(c)) => c,
+                        _ => break,
+                    };
+                    self.download_budget(chunk.len() as u64).await;
+                    let chunk = if skip > 0 {
+                        let n = skip.min(chunk.len() as u64) as usize;
+                        skip -= n as u64;
+                        chunk.slice(n..)
+                    } else {
+                        chunk
+                    };
+                    buf.extend_from_slice(&chunk);
+                    while next <= last && buf.len() >= map.piece_len(next) as usize {
+                        let data = buf.split_to(map.piece_len(next) as usize).freeze();
+                        self.put_trusted(dl, partial, next, data).await?;
+                        next += 1;
+                    }
+                }
+            }
+            if next <= last {
+                return Err(PeerMiss::Exhausted);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a piece that came from the upstream (its hash is made from its bytes).
+    async fn put_trusted(
+        &self,
+        dl: &Download,
+        partial: &Arc<Mutex<PartialBlob>>,
+        index: u32,
+        data: bytes::Bytes,
+    ) -> Result<(), PeerMiss> {
+        let writing = partial.clone();
+        let (contiguous, bits) = blocking(move || {
+            let mut p = writing.lock().unwrap();
+            p.write_trusted_piece(index, &data)
+                .map(|()| (p.contiguous_verified(), p.bitmap()))
+        })
+        .await
+        .map_err(|e| PeerMiss::Store(e.to_string()))?;
+        dl.update_view(|v| v.have = Some(bits));
+        dl.update(|p| {
+            p.written = contiguous;
+            p.on_disk = contiguous;
+        });
+        Ok(())
+    }
+
     /// Records a bad piece from `peer`; true when it has now earned a ban.
     fn fault(&self, peer: &PeerId) -> bool {
         let mut faults = self.peer_faults.lock().unwrap();
@@ -426,6 +536,18 @@ impl Fetcher {
     }
 }
 
+/// Consecutive runs in a sorted list of piece indices, as (first, last).
+fn runs(indices: &[u32]) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for &i in indices {
+        match out.last_mut() {
+            Some((_, last)) if *last + 1 == i => *last = i,
+            _ => out.push((i, i)),
+        }
+    }
+    out
+}
+
 /// The length of piece `index` (for the download budget; a piece size if the layout is unknown).
 fn survey_len(layout: Option<&PieceMap>, index: u32) -> u64 {
     layout.map_or(
@@ -438,4 +560,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f)
         .await
         .expect("blocking store work does not panic")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_of_missing_pieces() {
+        assert_eq!(runs(&[]), vec![]);
+        assert_eq!(runs(&[3]), vec![(3, 3)]);
+        assert_eq!(runs(&[0, 1, 2, 5, 6, 9]), vec![(0, 2), (5, 6), (9, 9)]);
+    }
 }
