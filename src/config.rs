@@ -12,7 +12,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use crate::fetch::Registries;
-use crate::fetch::limit::ByteRate;
+use crate::fetch::limit::{ByteRate, ByteSize};
 use crate::oci::{Credentials, RegistryHost, Timeouts};
 
 /// A configuration problem, naming the key.
@@ -110,6 +110,8 @@ pub struct NodeConfig {
     pub upload_limit: Option<ByteRate>,
     /// Limit on all bytes downloaded (upstream and peers), e.g. `100MiB/s`.
     pub download_limit: Option<ByteRate>,
+    /// The store's disk quota, e.g. `50GiB`; least recently used blobs are evicted past it.
+    pub max_disk: Option<ByteSize>,
 }
 
 impl Default for NodeConfig {
@@ -131,6 +133,7 @@ impl Default for NodeConfig {
             swarm_key: None,
             upload_limit: None,
             download_limit: None,
+            max_disk: None,
         }
     }
 }
@@ -164,6 +167,8 @@ pub struct NodeSettings {
     pub upload_limit: Option<ByteRate>,
     /// Download limit for everything fetched.
     pub download_limit: Option<ByteRate>,
+    /// The store's disk quota.
+    pub max_disk: Option<ByteSize>,
 }
 
 impl NodeConfig {
@@ -280,6 +285,7 @@ impl NodeConfig {
                 .unwrap_or_else(|| self.data_dir.join("swarm.key")),
             upload_limit: self.upload_limit,
             download_limit: self.download_limit,
+            max_disk: self.max_disk,
             listen: self.listen,
             admin_listen: self.admin_listen,
             data_dir: self.data_dir.clone(),

@@ -55,6 +55,8 @@ pub struct NodeMetrics {
     pub p2p_received_bytes: IntCounter,
     /// `shoal_peer_bans_total`: peers banned for sending corrupt pieces.
     pub peer_bans: IntCounter,
+    /// `shoal_evictions_total`: blobs removed to keep the store within its quota.
+    pub evictions: IntCounter,
 }
 
 impl NodeMetrics {
@@ -128,6 +130,10 @@ impl NodeMetrics {
             "shoal_peer_bans_total",
             "Peers banned for sending corrupt pieces.",
         )?;
+        let evictions = counter(
+            "shoal_evictions_total",
+            "Blobs removed to keep the store within its quota.",
+        )?;
         Ok(NodeMetrics {
             served_bytes,
             upstream_requests,
@@ -140,6 +146,7 @@ impl NodeMetrics {
             p2p_sent_bytes,
             p2p_received_bytes,
             peer_bans,
+            evictions,
         })
     }
 

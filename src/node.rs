@@ -115,7 +115,9 @@ impl Node {
             ),
             settings.download_limit,
             settings.upload_limit,
+            settings.max_disk,
         );
+        fetcher.spawn_quota_loop();
         let p2p = start_swarm(&settings, &fetcher).await?;
         fetcher.attach_p2p(p2p);
         let mirror_addr = mirror_listener.local_addr()?;

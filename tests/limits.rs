@@ -143,3 +143,42 @@ fn the_upload_limit_holds_and_a_restarted_download_resumes() {
     );
     assert_eq!(registry.blob_gets(&digest), 1);
 }
+
+#[test]
+fn the_disk_quota_evicts_the_least_recently_used_blobs() {
+    if !common::require_tool("docker-registry") {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let digests: Vec<String> = (0..3)
+        .map(|n| push_blob(&registry.url(), "library/limited", &blob(7, 10 + n)))
+        .collect();
+    let upstream = format!("docker.io={}", registry.url());
+    let node = ShoalNode::start(&["--upstream", &upstream, "--max-disk", "20MiB"]);
+    let held = |d: &str| node.blob_file(d).exists();
+    for d in &digests {
+        assert_eq!(sha256_hex(&get(&node, d).unwrap()), *d);
+        let file = node.blob_file(d);
+        assert!(common::wait_until(Duration::from_secs(5), || file.exists()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // 21 MiB is over 95% of 20 MiB: the oldest blob went, down to 85%.
+    assert!(common::wait_until(Duration::from_secs(5), || !held(
+        &digests[0]
+    )));
+    assert!(held(&digests[1]) && held(&digests[2]));
+    assert_eq!(node.metric("shoal_evictions_total", &[]), 1.0);
+
+    // Asked again, it comes back from the upstream, and the next oldest makes room.
+    assert_eq!(sha256_hex(&get(&node, &digests[0]).unwrap()), digests[0]);
+    assert!(common::wait_until(Duration::from_secs(5), || held(
+        &digests[0]
+    ) && !held(
+        &digests[1]
+    )));
+    assert!(held(&digests[2]));
+    assert!(common::wait_until(Duration::from_secs(5), || registry
+        .blob_gets(&digests[0])
+        == 2));
+    assert_eq!(node.metric("shoal_evictions_total", &[]), 2.0);
+}

@@ -120,6 +120,9 @@ pub struct NodeArgs {
     /// Limit on all bytes downloaded (upstream and peers), e.g. 100MiB/s.
     #[arg(long, value_name = "RATE", env = "SHOAL_DOWNLOAD_LIMIT")]
     pub download_limit: Option<crate::fetch::limit::ByteRate>,
+    /// The store's disk quota, e.g. 50GiB: least recently used blobs are evicted past 95% of it.
+    #[arg(long, value_name = "SIZE", env = "SHOAL_MAX_DISK")]
+    pub max_disk: Option<crate::fetch::limit::ByteSize>,
 }
 
 impl NodeArgs {
@@ -175,6 +178,9 @@ impl NodeArgs {
         }
         if self.download_limit.is_some() {
             cfg.download_limit = self.download_limit;
+        }
+        if self.max_disk.is_some() {
+            cfg.max_disk = self.max_disk;
         }
         Ok(cfg)
     }

@@ -93,6 +93,7 @@ impl Fetcher {
             }
             this.inflight.lock().unwrap().remove(&req.digest);
             this.metrics.downloads_in_flight.dec();
+            this.enforce_quota().await;
             this.metrics.downloads.with_label_values(&[label]).inc();
         });
         Ok(Blob::Downloading {

@@ -78,6 +78,33 @@ impl<'de> Deserialize<'de> for ByteRate {
     }
 }
 
+/// A size in bytes, as operators write it (`50GiB`, `500MB`, `4096`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = ByteRateError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if t.ends_with("/s") || t.ends_with("bit") {
+            return Err(ByteRateError(t.chars().take(40).collect()));
+        }
+        // The same units as a rate, without the "/s".
+        format!("{t}/s")
+            .parse::<ByteRate>()
+            .map(|r| ByteSize(r.bytes_per_sec()))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// A token bucket shared by every transfer it limits.
 #[derive(Debug)]
 pub struct TokenBucket {
@@ -144,6 +171,14 @@ mod tests {
         ] {
             assert!(r(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!("50GiB".parse::<ByteSize>().unwrap().0, 50 << 30);
+        assert_eq!("500MB".parse::<ByteSize>().unwrap().0, 500_000_000);
+        assert!("5MiB/s".parse::<ByteSize>().is_err());
+        assert!("lots".parse::<ByteSize>().is_err());
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,6 +6,7 @@
 pub mod authz;
 mod blob;
 pub mod download;
+pub mod evict;
 mod failures;
 pub mod limit;
 mod manifest;
@@ -75,6 +76,12 @@ pub struct Fetcher {
     download_limit: Option<Arc<limit::TokenBucket>>,
     /// `--upload-limit`: piece bytes this node sends to peers.
     upload_limit: Option<Arc<limit::TokenBucket>>,
+    /// `--max-disk`: the store's quota in bytes.
+    max_disk: Option<u64>,
+    /// Clients reading each stored blob now (not evicted meanwhile).
+    readers: evict::Readers,
+    /// Blobs kept from eviction.
+    pins: Mutex<std::collections::HashSet<Digest>>,
 }
 
 /// Concurrent piece uploads a node serves; further requests are answered `BUSY`.
@@ -101,6 +108,9 @@ impl Fetcher {
             peer_faults: Mutex::new(HashMap::new()),
             download_limit: None,
             upload_limit: None,
+            max_disk: None,
+            readers: Default::default(),
+            pins: Default::default(),
         })
     }
 
@@ -112,10 +122,12 @@ impl Fetcher {
         mut this: Arc<Self>,
         download: Option<limit::ByteRate>,
         upload: Option<limit::ByteRate>,
+        max_disk: Option<limit::ByteSize>,
     ) -> Arc<Self> {
         let inner = Arc::get_mut(&mut this).expect("limits are set before the engine is shared");
         inner.download_limit = download.map(|r| Arc::new(limit::TokenBucket::new(r)));
         inner.upload_limit = upload.map(|r| Arc::new(limit::TokenBucket::new(r)));
+        inner.max_disk = max_disk.map(|s| s.0);
         this
     }
 

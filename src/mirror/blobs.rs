@@ -53,7 +53,10 @@ pub(super) async fn get(
             }
             let metrics = fetcher.metrics().clone();
             let path = fetcher.store().blob_path(&req.digest);
+            // Not evicted while this response streams.
+            let reading = fetcher.reading(&req.digest);
             serve_file(&path, &req.digest, size, range, move |n| {
+                let _ = &reading;
                 metrics.served(Source::Cache, n)
             })
             .await

@@ -17,6 +17,7 @@
 mod maps;
 pub mod partial;
 pub mod read;
+mod usage;
 mod writer;
 
 use std::fs;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::oci::{Digest, MediaType, RegistryHost, RepoName, Tag};
 
 pub use partial::{PartialBlob, PieceError, PieceHasher, PieceMap};
+pub use usage::StoredBlob;
 pub use writer::BlobWriter;
 
 /// A store failure, naming the file involved.
