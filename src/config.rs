@@ -161,6 +161,8 @@ pub struct NodeSettings {
     pub p2p_listen: Vec<Multiaddr>,
     /// Peers to dial at start.
     pub bootstrap: Vec<Multiaddr>,
+    /// Names resolved (again and again) to peers to dial.
+    pub bootstrap_dns: Vec<crate::p2p::dns::DnsSeed>,
     /// The swarm key file.
     pub swarm_key: PathBuf,
     /// Upload limit for pieces sent to peers.
@@ -264,21 +266,23 @@ impl NodeConfig {
         let multiaddrs = |key: &str, values: &[String]| {
             values
                 .iter()
+                .filter(|v| !v.starts_with("dns:"))
                 .map(|v| {
-                    if v.starts_with("dns:") {
-                        return Err(invalid(
-                            key,
-                            format!("{v:?}: dns: bootstrap is not supported yet; give /dns4/NAME/tcp/PORT or an address"),
-                        ));
-                    }
                     v.parse::<Multiaddr>()
                         .map_err(|e| invalid(key, format!("{v:?}: {e}")))
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
+        let bootstrap_dns = self
+            .bootstrap
+            .iter()
+            .filter_map(|v| crate::p2p::dns::DnsSeed::parse(v))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("bootstrap", e))?;
         Ok(NodeSettings {
             p2p_listen: multiaddrs("p2p_listen", &self.p2p_listen)?,
             bootstrap: multiaddrs("bootstrap", &self.bootstrap)?,
+            bootstrap_dns,
             swarm_key: self
                 .swarm_key
                 .clone()

@@ -78,7 +78,10 @@ async fn start_swarm(
         role: role(settings).into(),
         request_timeout: std::time::Duration::from_secs(10),
     };
-    Ok(crate::p2p::P2p::start(config, crate::fetch::pieces::StorePieces::new(fetcher)).await?)
+    let p2p =
+        crate::p2p::P2p::start(config, crate::fetch::pieces::StorePieces::new(fetcher)).await?;
+    crate::p2p::dns::spawn(p2p.clone(), settings.bootstrap_dns.clone());
+    Ok(p2p)
 }
 
 /// A node with its ports bound, ready to run.

@@ -491,3 +491,36 @@ fn pieces_stay_inside_their_zone() {
         assert_eq!(sum("shoal_p2p_sent_bytes_total"), received);
     }
 }
+
+#[test]
+fn nodes_find_each_other_through_a_dns_name() {
+    if !common::require_tool("docker-registry") {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("swarm.key");
+    swarm_key(&key);
+    let first = start(&registry, &key, None);
+    let addr = status(&first)["listen_addrs"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let port = addr
+        .split("/tcp/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    // `localhost` resolves through the system's configuration (the hosts file).
+    let second = start(&registry, &key, Some(&format!("dns:localhost:{port}")));
+    assert!(
+        common::wait_until(Duration::from_secs(20), || {
+            status(&second)["peers"].as_u64() >= Some(1)
+                && status(&first)["peers"].as_u64() >= Some(1)
+        }),
+        "{}",
+        second.log_tail(20)
+    );
+}

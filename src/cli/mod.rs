@@ -102,7 +102,8 @@ pub struct NodeArgs {
         value_delimiter = ','
     )]
     pub p2p_listen: Vec<String>,
-    /// A peer to dial at start (repeatable): /ip4/10.0.0.5/tcp/65002[/p2p/ID].
+    /// A peer to dial at start (repeatable): /ip4/10.0.0.5/tcp/65002[/p2p/ID], or dns:NAME:PORT
+    /// (resolved again every 30 s, e.g. a headless Service).
     #[arg(
         long,
         value_name = "MULTIADDR",

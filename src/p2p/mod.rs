@@ -7,6 +7,7 @@
 //! announcements), ping (a silent peer is disconnected within seconds), a block list (banned
 //! peers), and the piece protocol `/shoal/piece/1` (messages in `proto/`).
 
+pub mod dns;
 pub mod keys;
 pub mod proto;
 mod swarm;
@@ -287,6 +288,11 @@ impl P2p {
     /// Announcements from peers of this zone.
     pub fn subscribe_haves(&self) -> broadcast::Receiver<(PeerId, Have)> {
         self.haves.subscribe()
+    }
+
+    /// Whether the swarm task has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.commands.is_closed()
     }
 
     /// Disconnects a peer and refuses it from now on (it sent corrupt data repeatedly).
