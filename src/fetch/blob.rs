@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::{Method, StatusCode, header};
 
 use super::download::{Download, Phase, PieceView};
@@ -67,7 +68,17 @@ impl Fetcher {
         let (task_download, req) = (download.clone(), req.clone());
         tokio::spawn(async move {
             this.metrics.downloads_in_flight.inc();
-            let result = this.run_download(&task_download, &req, writer).await;
+            // A panic must not leave the digest's readers waiting forever.
+            let result =
+                std::panic::AssertUnwindSafe(this.run_download(&task_download, &req, writer))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(RegistryError::new(
+                            ErrorCode::Unknown,
+                            "the download failed unexpectedly",
+                        ))
+                    });
             let label = match &result {
                 Ok(size) => {
                     let size = *size;
@@ -86,10 +97,23 @@ impl Fetcher {
                     "failed"
                 }
             };
-            if label == "ok"
-                && let Some(p2p) = this.p2p.get()
-            {
-                p2p.provide(&req.digest).await;
+            if let Some(p2p) = this.p2p.get() {
+                if label == "ok" {
+                    p2p.provide(&req.digest).await;
+                } else {
+                    p2p.stop_providing(&req.digest).await;
+                }
+            }
+            if label == "ok" {
+                // A peer download that gave up leaves its pieces; the blob is whole now.
+                let store = this.store.clone();
+                let digest = req.digest.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Ok(Some(partial)) = store.open_partial(&digest) {
+                        let _ = partial.discard();
+                    }
+                })
+                .await;
             }
             this.inflight.lock().unwrap().remove(&req.digest);
             this.metrics.downloads_in_flight.dec();
@@ -117,8 +141,10 @@ impl Fetcher {
                     tracing::info!(digest = %req.digest, ?miss, "peers could not deliver; trying the upstream");
                     // Readers that already sent bytes from the peers' copy are cut.
                     let temp = writer.temp_path().to_owned();
+                    dl.set_view(None);
                     dl.update(|p| {
                         p.generation += 1;
+                        p.size = None;
                         p.written = 0;
                         p.on_disk = 0;
                         p.verified = false;
@@ -248,6 +274,7 @@ impl Fetcher {
                         dl.set_view(None);
                         dl.update(|p| {
                             p.generation += 1;
+                            p.size = None;
                             p.written = 0;
                             p.on_disk = 0;
                             p.phase = Phase::Connecting;
@@ -376,6 +403,7 @@ impl Sink {
         dl.set_view(None);
         dl.update(|p| {
             p.generation += 1;
+            p.size = None;
             p.written = 0;
             p.on_disk = 0;
             p.verified = false;

@@ -342,6 +342,10 @@ impl ReaderState {
                 }
             }
             if complete {
+                // A stream opened before the size was known ends with the blob.
+                if self.end == u64::MAX && p.size.is_some_and(|size| self.pos >= size) {
+                    return Ok(None);
+                }
                 return Err(io::Error::other("range beyond the end of the blob"));
             }
             self.rx.changed().await.map_err(|_| ended())?;

@@ -22,7 +22,9 @@ use http::Method;
 use crate::oci::{Digest, UpstreamRequest};
 use crate::p2p::{self, FetchHint, P2p, P2pError};
 use crate::store::StoreError;
-use crate::store::partial::{PartialBlob, PieceError, PieceHash, PieceMap, bitmap_has};
+use crate::store::partial::{
+    PartialBlob, PieceError, PieceHash, PieceMap, bitmap_has, default_piece_size,
+};
 
 /// Piece requests in flight to one peer.
 const PER_PEER: usize = 2;
@@ -34,6 +36,8 @@ const BAN_AFTER: u32 = 2;
 const MAP_QUERIES: usize = 8;
 /// How often what peers hold is asked again while pieces are missing and none is on its way.
 const REFRESH: Duration = Duration::from_millis(250);
+/// How long one refresh of piece maps may take.
+const REFRESH_DEADLINE: Duration = Duration::from_secs(2);
 /// Every this many refreshes, the DHT and the zone are searched for new holders.
 const LOOK_AROUND: u32 = 8;
 /// How long a download waits without any piece arriving before it turns to the upstream.
@@ -59,7 +63,9 @@ struct Holder {
 
 /// Turns a wire map into a store map, refusing anything inconsistent.
 fn parse_map(digest: &Digest, m: &p2p::PieceMap) -> Option<PieceMap> {
-    if m.digest != digest.to_string() {
+    // Every node cuts a blob the same way; a map that does not is not worth the cost of its
+    // layout (tiny pieces) or a size nobody else claims.
+    if m.digest != digest.to_string() || m.size == 0 || m.piece_size != default_piece_size(m.size) {
         return None;
     }
     let hashes = m
@@ -115,8 +121,13 @@ impl Survey {
             };
             match &mut self.layout {
                 None => self.layout = Some(map),
+                // A peer whose hashes contradict what is known is not asked for pieces: its
+                // honest pieces would fail the check, or the check would be the liar's.
                 Some(known) if known.same_layout(&map) => {
-                    let _ = known.merge(&map);
+                    if known.merge(&map).is_err() {
+                        self.holders.remove(peer);
+                        continue;
+                    }
                 }
                 Some(_) => continue,
             }
@@ -282,6 +293,8 @@ impl Fetcher {
                 &mut tasks,
             );
             let done = tokio::select! {
+                // Pieces that arrived are taken first, before the stall deadline is looked at.
+                biased;
                 Some(done) = tasks.join_next() => done.expect("piece task does not panic"),
                 _ = refresh.tick() => {
                     if last_progress.elapsed() > STALL {
@@ -296,15 +309,24 @@ impl Fetcher {
                         let mut peers: Vec<PeerId> = survey.holders.keys().copied().collect();
                         peers.extend(fetcher.map(|(f, _)| f));
                         if ticks % LOOK_AROUND == 1 {
-                            peers.extend(p2p.providers(&digest).await);
-                            let mut zone = p2p.zone_peers().await;
-                            zone.shuffle(&mut rand::rng());
-                            peers.extend(zone.into_iter().take(MAP_QUERIES));
+                            let zone = p2p.zone_peers().await;
+                            let found = tokio::time::timeout(REFRESH_DEADLINE, p2p.providers(&digest))
+                                .await
+                                .unwrap_or_default();
+                            peers.extend(found.into_iter().filter(|p| zone.contains(p)));
+                            let mut sample = zone;
+                            sample.shuffle(&mut rand::rng());
+                            peers.extend(sample.into_iter().take(MAP_QUERIES));
                         }
                         peers.retain(|p| !self.is_faulty(p));
                         peers.sort();
                         peers.dedup();
-                        survey.ask(p2p, &digest, &peers, fetcher).await;
+                        // A dead or slow peer must not hold the pieces that did arrive.
+                        let _ = tokio::time::timeout(
+                            REFRESH_DEADLINE,
+                            survey.ask(p2p, &digest, &peers, fetcher),
+                        )
+                        .await;
                         if let Some(layout) = &survey.layout {
                             let learned = partial.lock().unwrap().merge_map(layout).is_ok();
                             if !learned {

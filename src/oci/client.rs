@@ -128,9 +128,10 @@ impl RegistryClient {
         let scope = format!("repository:{}:pull", req.repo);
         let url = endpoint.url(&req.path);
         let host = url.host_str().unwrap_or("?").to_owned();
-        let transport = |source| TransportError {
+        // Without the URL: after a redirect it may be a presigned link that must not be logged.
+        let transport = |source: reqwest::Error| TransportError {
             host: host.clone(),
-            source,
+            source: source.without_url(),
         };
 
         let token_key = TokenKey {
