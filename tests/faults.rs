@@ -125,6 +125,20 @@ fn lying_content_length_is_caught() {
 }
 
 #[test]
+fn a_body_without_content_length_streams_whole_and_is_stored() {
+    let data = bytes(3 * MIB, 13);
+    let path = format!("/v2/test/close_delimited/blobs/{}", sha256_hex(&data));
+    let body = data.clone();
+    let fake = FakeRegistry::start(move |_| Reply::bytes(body.clone()).close_delimited());
+    let node = node_for(&fake.url(), &[]);
+    let resp = must(&node, "GET", &path, &[]);
+    assert_body(&node, &resp, &data, "a body delimited by the connection");
+    assert_stored(&node, &sha256_hex(&data), data.len());
+    let again = must(&node, "GET", &path, &[]);
+    assert_body(&node, &again, &data, "the stored copy");
+}
+
+#[test]
 fn dead_upstream_uses_fallback_and_all_dead_is_503() {
     if !common::require_tool("docker-registry") {
         return;

@@ -61,6 +61,8 @@ pub struct Reply {
     announce: Option<usize>,
     /// Send `.0` bytes, then sleep `.1`, and so on.
     throttle: Option<(usize, Duration)>,
+    /// Send no `Content-Length`: the body ends when the connection closes.
+    close_delimited: bool,
 }
 
 impl Reply {
@@ -72,6 +74,7 @@ impl Reply {
             body: Vec::new(),
             announce: None,
             throttle: None,
+            close_delimited: false,
         }
     }
 
@@ -99,6 +102,12 @@ impl Reply {
     /// Adds a header field.
     pub fn header(mut self, name: &str, value: &str) -> Reply {
         self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sends no `Content-Length` at all (a body delimited by the connection's close).
+    pub fn close_delimited(mut self) -> Reply {
+        self.close_delimited = true;
         self
     }
 
@@ -255,10 +264,10 @@ fn serve(mut stream: TcpStream, log: &Mutex<Vec<Request>>, handler: &dyn Fn(&Req
 
 fn write_reply(stream: &mut TcpStream, reply: &Reply, head_only: bool) -> std::io::Result<()> {
     let length = reply.announce.unwrap_or(reply.body.len());
-    let mut head = format!(
-        "HTTP/1.1 {} Fake\r\nContent-Length: {length}\r\nConnection: close\r\n",
-        reply.status
-    );
+    let mut head = format!("HTTP/1.1 {} Fake\r\nConnection: close\r\n", reply.status);
+    if !reply.close_delimited {
+        head += &format!("Content-Length: {length}\r\n");
+    }
     for (name, value) in &reply.headers {
         head += &format!("{name}: {value}\r\n");
     }
