@@ -127,6 +127,13 @@ impl Fetcher {
         let inner = Arc::get_mut(&mut this).expect("limits are set before the engine is shared");
         inner.download_limit = download.map(|r| Arc::new(limit::TokenBucket::new(r)));
         inner.upload_limit = upload.map(|r| Arc::new(limit::TokenBucket::new(r)));
+        if let Some(rate) = upload {
+            // Slots waiting on a slow upload budget would outlast the requester's patience:
+            // keep about four seconds of traffic in flight.
+            let pieces =
+                rate.bytes_per_sec() * 4 / u64::from(crate::store::partial::MIN_DEFAULT_PIECE_SIZE);
+            inner.uploads = Arc::new(Semaphore::new((pieces as usize).clamp(2, UPLOAD_SLOTS)));
+        }
         inner.max_disk = max_disk.map(|s| s.0);
         this
     }

@@ -36,6 +36,8 @@ const BAN_AFTER: u32 = 2;
 const MAP_QUERIES: usize = 8;
 /// How often what peers hold is asked again while pieces are missing and none is on its way.
 const REFRESH: Duration = Duration::from_millis(250);
+/// How long a peer that answered `BUSY` is left alone.
+const BUSY_BACKOFF: Duration = Duration::from_millis(500);
 /// How long one refresh of piece maps may take.
 const REFRESH_DEADLINE: Duration = Duration::from_secs(2);
 /// Every this many refreshes, the DHT and the zone are searched for new holders.
@@ -59,6 +61,8 @@ pub(super) enum PeerMiss {
 struct Holder {
     have: Vec<u8>,
     in_flight: usize,
+    /// Answered `BUSY`: not asked again before this.
+    busy_until: Option<tokio::time::Instant>,
 }
 
 /// Turns a wire map into a store map, refusing anything inconsistent.
@@ -131,8 +135,18 @@ impl Survey {
                 }
                 Some(_) => continue,
             }
-            let in_flight = self.holders.get(peer).map_or(0, |h| h.in_flight);
-            self.holders.insert(*peer, Holder { have, in_flight });
+            let (in_flight, busy_until) = self
+                .holders
+                .get(peer)
+                .map_or((0, None), |h| (h.in_flight, h.busy_until));
+            self.holders.insert(
+                *peer,
+                Holder {
+                    have,
+                    in_flight,
+                    busy_until,
+                },
+            );
         }
     }
 }
@@ -347,7 +361,12 @@ impl Fetcher {
                 Err(P2pError::Refused {
                     code: p2p::ErrorCode::Busy,
                     ..
-                }) => continue,
+                }) => {
+                    if let Some(h) = survey.holders.get_mut(&peer) {
+                        h.busy_until = Some(tokio::time::Instant::now() + BUSY_BACKOFF);
+                    }
+                    continue;
+                }
                 Err(e) => {
                     // Dead, slow or refusing: not asked again in this download.
                     tracing::info!(%peer, error = %e, "dropping peer from this download");
@@ -405,6 +424,7 @@ impl Fetcher {
         tasks: &mut JoinSet<(PeerId, u32, Result<bytes::Bytes, P2pError>)>,
     ) {
         let layout = survey.layout.as_ref();
+        let now = tokio::time::Instant::now();
         let holders = &mut survey.holders;
         let mut candidates: Vec<(usize, u32)> = missing
             .iter()
@@ -424,7 +444,11 @@ impl Fetcher {
             }
             let Some((peer, holder)) = holders
                 .iter_mut()
-                .filter(|(_, h)| h.in_flight < PER_PEER && bitmap_has(&h.have, index))
+                .filter(|(_, h)| {
+                    h.in_flight < PER_PEER
+                        && bitmap_has(&h.have, index)
+                        && h.busy_until.is_none_or(|t| t <= now)
+                })
                 .min_by_key(|(_, h)| h.in_flight)
             else {
                 continue;
