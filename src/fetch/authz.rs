@@ -47,13 +47,48 @@ struct Key {
     credentials: String,
 }
 
+type Gates = Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>;
+
+/// A place in the queue for one key's probe. The last one out removes the key's gate, also
+/// when the waiting request is cancelled (its client went away).
+struct Gate<'a> {
+    gates: &'a Gates,
+    key: &'a Key,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> Gate<'a> {
+    fn enter(gates: &'a Gates, key: &'a Key) -> Gate<'a> {
+        let gate = gates
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        Gate { gates, key, gate }
+    }
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        let mut gates = self.gates.lock().unwrap();
+        // Only the map and this guard hold it: nobody else waits.
+        if gates
+            .get(self.key)
+            .is_some_and(|g| Arc::strong_count(g) <= 2)
+        {
+            gates.remove(self.key);
+        }
+    }
+}
+
 /// The authorization cache and prober.
 pub struct Authorizer {
     client: Arc<RegistryClient>,
     registries: Arc<Registries>,
     metrics: NodeMetrics,
     granted: Mutex<HashMap<Key, Instant>>,
-    probing: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    probing: Gates,
 }
 
 impl Authorizer {
@@ -127,27 +162,16 @@ impl Authorizer {
             return Ok(());
         }
         // One probe per key at a time: fifty clients asking together cost one upstream request.
-        let gate = self
-            .probing
-            .lock()
-            .unwrap()
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        let _guard = gate.lock().await;
-        let result = if self.fresh(&key) {
-            Ok(())
-        } else {
-            self.probe(&key, credentials).await
-        };
-        drop(_guard);
-        {
-            // The last one out (only the map and `gate` hold it) removes the gate.
-            let mut probing = self.probing.lock().unwrap();
-            if probing.get(&key).is_some_and(|g| Arc::strong_count(g) <= 2) {
-                probing.remove(&key);
+        let gate = Gate::enter(&self.probing, &key);
+        let result = {
+            let _turn = gate.gate.lock().await;
+            if self.fresh(&key) {
+                Ok(())
+            } else {
+                self.probe(&key, credentials).await
             }
-        }
+        };
+        drop(gate);
         self.metrics
             .auth_checks
             .with_label_values(&[if result.is_ok() { "allowed" } else { "refused" }])
