@@ -57,6 +57,8 @@ pub struct NodeMetrics {
     pub peer_bans: IntCounter,
     /// `shoal_evictions_total`: blobs removed to keep the store within its quota.
     pub evictions: IntCounter,
+    /// `shoal_peers_connected`: peers of the swarm connected now.
+    pub peers_connected: IntGauge,
 }
 
 impl NodeMetrics {
@@ -134,6 +136,9 @@ impl NodeMetrics {
             "shoal_evictions_total",
             "Blobs removed to keep the store within its quota.",
         )?;
+        let peers_connected =
+            IntGauge::new("shoal_peers_connected", "Peers of the swarm connected now.")?;
+        registry.register(Box::new(peers_connected.clone()))?;
         Ok(NodeMetrics {
             served_bytes,
             upstream_requests,
@@ -147,6 +152,7 @@ impl NodeMetrics {
             p2p_received_bytes,
             peer_bans,
             evictions,
+            peers_connected,
         })
     }
 

@@ -98,6 +98,11 @@ fn peers_serve_each_other_and_outsiders_are_kept_out() {
     );
     let sent = total("shoal_p2p_sent_bytes_total", &[]);
     assert_eq!(sent, 2.0 * size);
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n.metric("shoal_peers_connected", &[]) >= 1.0)
+    );
     assert_eq!(total("shoal_p2p_received_bytes_total", &[]), 2.0 * size);
 
     // A node with another key cannot join, and so goes to the upstream itself.

@@ -117,6 +117,10 @@ async fn status(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    if let Some(p2p) = state.fetcher.p2p() {
+        let peers = p2p.peers().await.len();
+        state.fetcher.metrics().peers_connected.set(peers as i64);
+    }
     let mut buf = Vec::new();
     let encoder = TextEncoder::new();
     if let Err(e) = encoder.encode(&state.registry.gather(), &mut buf) {
