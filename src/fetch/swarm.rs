@@ -437,7 +437,10 @@ impl Fetcher {
             })
             .filter(|(n, _)| *n > 0)
             .collect();
-        candidates.sort_unstable();
+        // Rarest first; among equally rare pieces, a random order, so that nodes do not all ask
+        // their sources for the same pieces and then have nothing to give each other.
+        candidates.shuffle(&mut rand::rng());
+        candidates.sort_by_key(|(n, _)| *n);
         for (_, index) in candidates {
             if in_flight.len() >= IN_FLIGHT {
                 break;
