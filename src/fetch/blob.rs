@@ -140,17 +140,9 @@ impl Fetcher {
                 Err(miss) => {
                     tracing::info!(digest = %req.digest, ?miss, "peers could not deliver; trying the upstream");
                     // Readers that already sent bytes from the peers' copy are cut.
-                    let temp = writer.temp_path().to_owned();
-                    dl.set_view(None);
-                    dl.update(|p| {
-                        p.generation += 1;
-                        p.size = None;
-                        p.written = 0;
-                        p.on_disk = 0;
-                        p.verified = false;
+                    dl.start_over(Some(writer.temp_path()), |p| {
                         p.phase = Phase::Connecting;
                         p.source = crate::metrics::Source::Upstream;
-                        p.temp = temp.as_path().into();
                     });
                 }
             }
@@ -271,15 +263,7 @@ impl Fetcher {
                         failures.bad_content(source, &host, format!("content hashes to {actual}"));
                         // A new file: readers still holding the old one must not see new bytes.
                         let fresh = self.store.blob_writer(&req.digest).map_err(store_error)?;
-                        dl.set_view(None);
-                        dl.update(|p| {
-                            p.generation += 1;
-                            p.size = None;
-                            p.written = 0;
-                            p.on_disk = 0;
-                            p.phase = Phase::Connecting;
-                            p.temp = fresh.temp_path().into();
-                        });
+                        dl.start_over(Some(fresh.temp_path()), |p| p.phase = Phase::Connecting);
                         sink = Sink::new(fresh);
                         break;
                     }
@@ -400,14 +384,7 @@ impl Sink {
         self.writer.reset()?;
         self.hasher = Hasher::new(dl.digest.algorithm());
         self.pieces = None;
-        dl.set_view(None);
-        dl.update(|p| {
-            p.generation += 1;
-            p.size = None;
-            p.written = 0;
-            p.on_disk = 0;
-            p.verified = false;
-        });
+        dl.start_over(None, |_| {});
         Ok(())
     }
 }

@@ -141,6 +141,24 @@ impl Download {
         *self.view.lock().unwrap() = view;
     }
 
+    /// The content starts over (a source sent bad bytes or ignored a resume, or the peers gave
+    /// up): peers may take nothing of it any more, readers that already sent bytes are cut, and
+    /// the size is learned again from the next source.
+    pub(super) fn start_over(&self, temp: Option<&Path>, also: impl FnOnce(&mut Progress)) {
+        self.set_view(None);
+        self.update(|p| {
+            p.generation += 1;
+            p.size = None;
+            p.written = 0;
+            p.on_disk = 0;
+            p.verified = false;
+            if let Some(t) = temp {
+                p.temp = t.into();
+            }
+            also(p);
+        });
+    }
+
     /// Changes the view, if there is one.
     pub(super) fn update_view(&self, f: impl FnOnce(&mut PieceView)) {
         if let Some(v) = self.view.lock().unwrap().as_mut() {
