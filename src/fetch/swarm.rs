@@ -96,6 +96,24 @@ fn designated(peers: impl IntoIterator<Item = PeerId>, digest: &Digest) -> Optio
     })
 }
 
+/// What each asked peer answered.
+type MapAnswers = Vec<(PeerId, Result<p2p::PieceMap, P2pError>)>;
+
+/// Asks `peers` for their maps of `digest`, the fetcher with the hint.
+async fn fetch_maps(
+    p2p: &P2p,
+    digest: &Digest,
+    peers: &[PeerId],
+    fetcher: Option<(PeerId, &FetchHint)>,
+) -> MapAnswers {
+    let answers = futures_util::future::join_all(peers.iter().map(|peer| {
+        let hint = fetcher.filter(|(f, _)| f == peer).map(|(_, h)| h);
+        p2p.piece_map(*peer, digest, hint)
+    }))
+    .await;
+    peers.iter().copied().zip(answers).collect()
+}
+
 /// What peers told of a blob: the merged layout and each one's pieces.
 struct Survey {
     layout: Option<PieceMap>,
@@ -111,15 +129,17 @@ impl Survey {
         peers: &[PeerId],
         fetcher: Option<(PeerId, &FetchHint)>,
     ) {
-        let answers = futures_util::future::join_all(peers.iter().map(|peer| {
-            let hint = fetcher.filter(|(f, _)| f == peer).map(|(_, h)| h);
-            p2p.piece_map(*peer, digest, hint)
-        }))
-        .await;
-        for (peer, answer) in peers.iter().zip(answers) {
+        let answers = fetch_maps(p2p, digest, peers, fetcher).await;
+        self.merge(digest, answers);
+    }
+
+    /// Merges maps that peers sent.
+    fn merge(&mut self, digest: &Digest, answers: MapAnswers) {
+        for (peer, answer) in &answers {
             let Some((map, have)) = answer
+                .as_ref()
                 .ok()
-                .and_then(|m| Some((parse_map(digest, &m)?, m.have)))
+                .and_then(|m| Some((parse_map(digest, m)?, m.have.clone())))
             else {
                 continue;
             };
@@ -295,6 +315,7 @@ impl Fetcher {
         let mut tasks: JoinSet<(PeerId, u32, Result<bytes::Bytes, P2pError>)> = JoinSet::new();
         let mut last_progress = tokio::time::Instant::now();
         let mut ticks = 0u32;
+        let mut refreshing: Option<tokio::task::JoinHandle<MapAnswers>> = None;
         let mut refresh = tokio::time::interval(REFRESH);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !missing.is_empty() {
@@ -310,6 +331,24 @@ impl Fetcher {
                 // Pieces that arrived are taken first, before the stall deadline is looked at.
                 biased;
                 Some(done) = tasks.join_next() => done.expect("piece task does not panic"),
+                // A refresh runs beside the piece requests, so a slow peer's map does not hold
+                // up the pieces that arrive meanwhile.
+                Some(answers) = async {
+                    match &mut refreshing {
+                        Some(task) => Some(task.await.unwrap_or_default()),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    refreshing = None;
+                    survey.merge(&digest, answers);
+                    if let Some(layout) = &survey.layout {
+                        let learned = partial.lock().unwrap().merge_map(layout).is_ok();
+                        if !learned {
+                            return Err(PeerMiss::Exhausted);
+                        }
+                    }
+                    continue;
+                }
                 _ = refresh.tick() => {
                     if last_progress.elapsed() > STALL {
                         tracing::warn!(%digest, missing = missing.len(), "peers stalled");
@@ -317,36 +356,42 @@ impl Fetcher {
                     }
                     // Pieces nobody is asked for: learn what peers have gained since, and
                     // now and then look for new holders too.
-                    if missing.iter().any(|i| !in_flight.contains(i)) {
+                    if refreshing.is_none() && missing.iter().any(|i| !in_flight.contains(i)) {
                         ticks += 1;
                         tracing::debug!(missing = missing.len(), "refreshing piece maps");
                         let mut peers: Vec<PeerId> = survey.holders.keys().copied().collect();
                         peers.extend(fetcher.map(|(f, _)| f));
-                        if ticks % LOOK_AROUND == 1 {
-                            let zone = p2p.zone_peers().await;
-                            let found = tokio::time::timeout(REFRESH_DEADLINE, p2p.providers(&digest))
-                                .await
-                                .unwrap_or_default();
-                            peers.extend(found.into_iter().filter(|p| zone.contains(p)));
-                            let mut sample = zone;
-                            sample.shuffle(&mut rand::rng());
-                            peers.extend(sample.into_iter().take(MAP_QUERIES));
-                        }
                         peers.retain(|p| !self.is_faulty(p));
-                        peers.sort();
-                        peers.dedup();
-                        // A dead or slow peer must not hold the pieces that did arrive.
-                        let _ = tokio::time::timeout(
-                            REFRESH_DEADLINE,
-                            survey.ask(p2p, &digest, &peers, fetcher),
-                        )
-                        .await;
-                        if let Some(layout) = &survey.layout {
-                            let learned = partial.lock().unwrap().merge_map(layout).is_ok();
-                            if !learned {
-                                return Err(PeerMiss::Exhausted);
+                        let look_around = ticks % LOOK_AROUND == 1;
+                        let (p2p, digest) = (p2p.clone(), digest.clone());
+                        let fetcher = fetcher.map(|(f, h)| (f, h.clone()));
+                        let faulty: HashSet<PeerId> =
+                            self.peer_faults.lock().unwrap().iter()
+                                .filter(|(_, n)| **n >= BAN_AFTER)
+                                .map(|(p, _)| *p)
+                                .collect();
+                        refreshing = Some(tokio::spawn(async move {
+                            if look_around {
+                                let zone = p2p.zone_peers().await;
+                                let found = tokio::time::timeout(REFRESH_DEADLINE, p2p.providers(&digest))
+                                    .await
+                                    .unwrap_or_default();
+                                peers.extend(found.into_iter().filter(|p| zone.contains(p)));
+                                let mut sample = zone;
+                                sample.shuffle(&mut rand::rng());
+                                peers.extend(sample.into_iter().take(MAP_QUERIES));
                             }
-                        }
+                            peers.retain(|p| !faulty.contains(p));
+                            peers.sort();
+                            peers.dedup();
+                            let hint = fetcher.as_ref().map(|(f, h)| (*f, h));
+                            tokio::time::timeout(
+                                REFRESH_DEADLINE,
+                                fetch_maps(&p2p, &digest, &peers, hint),
+                            )
+                            .await
+                            .unwrap_or_default()
+                        }));
                     }
                     continue;
                 }
