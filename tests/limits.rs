@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Registry, RegistryOpts, ShoalNode, http_request, push_blob, sha256_hex};
+use common::{
+    Registry, RegistryOpts, ShoalNode, http_request, push_blob, sha256_hex, write_swarm_key,
+};
 
 const MIB: usize = 1 << 20;
 
@@ -15,15 +15,6 @@ fn blob(mib: usize, seed: u32) -> Vec<u8> {
     (0..(mib * MIB) as u32)
         .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 7) as u8)
         .collect()
-}
-
-fn swarm_key(path: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .arg("swarm-key")
-        .output()
-        .unwrap();
-    common::check_output("shoal swarm-key", &out);
-    std::fs::write(path, out.stdout).unwrap();
 }
 
 fn get(node: &ShoalNode, digest: &str) -> std::io::Result<Vec<u8>> {
@@ -34,9 +25,10 @@ fn get(node: &ShoalNode, digest: &str) -> std::io::Result<Vec<u8>> {
 }
 
 fn peer_addr(node: &ShoalNode) -> String {
-    let resp = http_request("GET", &node.admin_url("/status"), &[], &[]).unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
-    v["listen_addrs"][0].as_str().unwrap().to_owned()
+    node.status()["listen_addrs"][0]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Seconds a transfer of `bytes` took against what `rate` allows: within 10% either way.
@@ -74,7 +66,7 @@ fn the_upload_limit_holds_and_a_restarted_download_resumes() {
     let digest = push_blob(&registry.url(), "library/limited", &data);
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("swarm.key");
-    swarm_key(&key);
+    write_swarm_key(&key);
     let key = key.to_str().unwrap();
     let upstream = format!("docker.io={}", registry.url());
 
@@ -103,9 +95,7 @@ fn the_upload_limit_holds_and_a_restarted_download_resumes() {
     };
     let wait_connected = |n: &ShoalNode| {
         assert!(common::wait_until(Duration::from_secs(20), || {
-            let resp = http_request("GET", &n.admin_url("/status"), &[], &[]).unwrap();
-            let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
-            v["peers"].as_u64() >= Some(1)
+            n.status()["peers"].as_u64() >= Some(1)
         }));
     };
 

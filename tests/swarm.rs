@@ -4,24 +4,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Registry, RegistryOpts, ShoalNode, http_request, push_blob, sha256_hex};
-
-fn swarm_key(path: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .arg("swarm-key")
-        .output()
-        .unwrap();
-    common::check_output("shoal swarm-key", &out);
-    std::fs::write(path, out.stdout).unwrap();
-}
-
-fn status(node: &ShoalNode) -> serde_json::Value {
-    let resp = http_request("GET", &node.admin_url("/status"), &[], &[]).unwrap();
-    serde_json::from_slice(&resp.body).unwrap()
-}
+use common::{
+    Registry, RegistryOpts, ShoalNode, http_request, push_blob, sha256_hex, write_swarm_key,
+};
 
 fn start(registry: &Registry, key: &Path, bootstrap: Option<&str>) -> ShoalNode {
     start_at(&registry.url(), key, bootstrap)
@@ -56,17 +43,17 @@ fn peers_serve_each_other_and_outsiders_are_kept_out() {
     let digest = push_blob(&registry.url(), "library/shared", &data);
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("swarm.key");
-    swarm_key(&key);
+    write_swarm_key(&key);
 
     let a = start(&registry, &key, None);
-    let a_status = status(&a);
+    let a_status = a.status();
     let a_addr = a_status["listen_addrs"][0].as_str().unwrap().to_owned();
     assert!(a_addr.ends_with(a_status["peer_id"].as_str().unwrap()));
     let b = start(&registry, &key, Some(&a_addr));
     let c = start(&registry, &key, Some(&a_addr));
     assert!(
         common::wait_until(Duration::from_secs(20), || {
-            status(&b)["peers"].as_u64() >= Some(1) && status(&c)["peers"].as_u64() >= Some(1)
+            b.status()["peers"].as_u64() >= Some(1) && c.status()["peers"].as_u64() >= Some(1)
         }),
         "nodes did not connect"
     );
@@ -107,10 +94,10 @@ fn peers_serve_each_other_and_outsiders_are_kept_out() {
 
     // A node with another key cannot join, and so goes to the upstream itself.
     let other_key = dir.path().join("other.key");
-    swarm_key(&other_key);
+    write_swarm_key(&other_key);
     let outsider = start(&registry, &other_key, Some(&a_addr));
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(status(&outsider)["peers"], 0);
+    assert_eq!(outsider.status()["peers"], 0);
     assert_eq!(sha256_hex(&get(&outsider, &digest)), digest);
     assert_eq!(
         outsider.metric("shoal_served_bytes_total", &[("source", "peer")]),
@@ -133,10 +120,10 @@ fn eight_nodes_pulling_at_once_cost_the_upstream_about_one_copy() {
     let digest = push_blob(&registry.url(), "library/shared", &data);
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("swarm.key");
-    swarm_key(&key);
+    write_swarm_key(&key);
 
     let first = start(&registry, &key, None);
-    let addr = status(&first)["listen_addrs"][0]
+    let addr = first.status()["listen_addrs"][0]
         .as_str()
         .unwrap()
         .to_owned();
@@ -146,12 +133,14 @@ fn eight_nodes_pulling_at_once_cost_the_upstream_about_one_copy() {
     }
     assert!(
         common::wait_until(Duration::from_secs(30), || {
-            nodes.iter().all(|n| status(n)["peers"].as_u64() >= Some(7))
+            nodes
+                .iter()
+                .all(|n| n.status()["peers"].as_u64() >= Some(7))
         }),
         "the swarm did not form a mesh: {:?}",
         nodes
             .iter()
-            .map(|n| status(n)["peers"].clone())
+            .map(|n| n.status()["peers"].clone())
             .collect::<Vec<_>>()
     );
 
@@ -234,7 +223,7 @@ async fn a_peer_that_sends_corrupt_pieces_is_caught_and_banned() {
             .collect();
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("swarm.key");
-        swarm_key(&key);
+        write_swarm_key(&key);
         (registry, digests, key, dir)
     })
     .await
@@ -257,12 +246,12 @@ async fn a_peer_that_sends_corrupt_pieces_is_caught_and_banned() {
         .await
         .unwrap()
     };
-    let a_addr: shoal::p2p::Multiaddr = status(&a)["listen_addrs"][0]
+    let a_addr: shoal::p2p::Multiaddr = a.status()["listen_addrs"][0]
         .as_str()
         .unwrap()
         .parse()
         .unwrap();
-    let a_id: shoal::p2p::PeerId = status(&a)["peer_id"].as_str().unwrap().parse().unwrap();
+    let a_id: shoal::p2p::PeerId = a.status()["peer_id"].as_str().unwrap().parse().unwrap();
 
     // The liar joins with the swarm key, learns the real maps, and provides both blobs.
     let psk = shoal::p2p::keys::load_swarm_key(&key_path).unwrap();
@@ -324,7 +313,7 @@ async fn a_peer_that_sends_corrupt_pieces_is_caught_and_banned() {
         let b = b.clone();
         tokio::task::spawn_blocking(move || {
             common::wait_until(Duration::from_secs(20), || {
-                status(&b)["peers"].as_u64() >= Some(2)
+                b.status()["peers"].as_u64() >= Some(2)
             })
         })
         .await
@@ -367,7 +356,7 @@ fn nodes_killed_mid_transfer_do_not_stop_the_others() {
     let digest = push_blob(&registry.url(), "library/shared", &data);
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("swarm.key");
-    swarm_key(&key);
+    write_swarm_key(&key);
     let upstream = format!("docker.io={}", registry.url());
     // Slow uploads, so that the transfer is still running when nodes die.
     let node = |bootstrap: Option<&str>| {
@@ -385,7 +374,7 @@ fn nodes_killed_mid_transfer_do_not_stop_the_others() {
         ShoalNode::start(&args)
     };
     let first = node(None);
-    let addr = status(&first)["listen_addrs"][0]
+    let addr = first.status()["listen_addrs"][0]
         .as_str()
         .unwrap()
         .to_owned();
@@ -394,7 +383,9 @@ fn nodes_killed_mid_transfer_do_not_stop_the_others() {
         nodes.push(node(Some(&addr)));
     }
     assert!(common::wait_until(Duration::from_secs(30), || {
-        nodes.iter().all(|n| status(n)["peers"].as_u64() >= Some(7))
+        nodes
+            .iter()
+            .all(|n| n.status()["peers"].as_u64() >= Some(7))
     }));
 
     let (mut doomed, survivors): (Vec<_>, Vec<_>) = nodes
@@ -446,7 +437,7 @@ fn pieces_stay_inside_their_zone() {
     let digest = push_blob(&registry.url(), "library/shared", &data);
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("swarm.key");
-    swarm_key(&key);
+    write_swarm_key(&key);
     let upstream = format!("docker.io={}", registry.url());
     let node = |zone: &str, bootstrap: Option<&str>| {
         let mut args = vec![
@@ -463,7 +454,7 @@ fn pieces_stay_inside_their_zone() {
         ShoalNode::start(&args)
     };
     let first = node("east", None);
-    let addr = status(&first)["listen_addrs"][0]
+    let addr = first.status()["listen_addrs"][0]
         .as_str()
         .unwrap()
         .to_owned();
@@ -478,7 +469,7 @@ fn pieces_stay_inside_their_zone() {
     assert!(common::wait_until(Duration::from_secs(30), || {
         east.iter()
             .chain(&west)
-            .all(|n| status(n)["peers"].as_u64() >= Some(5))
+            .all(|n| n.status()["peers"].as_u64() >= Some(5))
     }));
     std::thread::scope(|s| {
         for node in east.iter().chain(&west) {
@@ -505,9 +496,9 @@ fn nodes_find_each_other_through_a_dns_name() {
     let registry = Registry::start(RegistryOpts::default());
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("swarm.key");
-    swarm_key(&key);
+    write_swarm_key(&key);
     let first = start(&registry, &key, None);
-    let addr = status(&first)["listen_addrs"][0]
+    let addr = first.status()["listen_addrs"][0]
         .as_str()
         .unwrap()
         .to_owned();
@@ -522,8 +513,8 @@ fn nodes_find_each_other_through_a_dns_name() {
     let second = start(&registry, &key, Some(&format!("dns:localhost:{port}")));
     assert!(
         common::wait_until(Duration::from_secs(20), || {
-            status(&second)["peers"].as_u64() >= Some(1)
-                && status(&first)["peers"].as_u64() >= Some(1)
+            second.status()["peers"].as_u64() >= Some(1)
+                && first.status()["peers"].as_u64() >= Some(1)
         }),
         "{}",
         second.log_tail(20)

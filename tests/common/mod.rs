@@ -41,7 +41,7 @@ pub use containerd::{Containerd, write_hosts_toml};
 pub use docker::Dockerd;
 pub use http::{HttpResponse, http_request, http_status, wait_for_http};
 pub use image::{LayerInfo, ManifestInfo, TestImage, make_image, push_blob, push_image};
-pub use node::ShoalNode;
+pub use node::{ShoalNode, write_swarm_key};
 pub use registry::{AccessLine, Registry, RegistryOpts};
 
 use std::net::{Ipv4Addr, TcpListener};

@@ -94,6 +94,12 @@ impl ShoalNode {
             .unwrap_or_default()
     }
 
+    /// The admin port's `/status` JSON.
+    pub fn status(&self) -> serde_json::Value {
+        let resp = http_request("GET", &self.admin_url("/status"), &[], &[]).unwrap();
+        serde_json::from_slice(&resp.body).unwrap()
+    }
+
     /// Sum of a metric's samples whose label set contains every `labels` pair (`k="v"`).
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let text = http_request("GET", &self.admin_url("/metrics"), &[], &[])
@@ -145,4 +151,14 @@ impl Drop for ShoalNode {
             d.terminate(Duration::from_secs(5));
         }
     }
+}
+
+/// Writes a new swarm key, made by `shoal swarm-key`, to `path`.
+pub fn write_swarm_key(path: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("swarm-key")
+        .output()
+        .unwrap();
+    super::check_output("shoal swarm-key", &out);
+    std::fs::write(path, out.stdout).unwrap();
 }
