@@ -25,6 +25,12 @@ struct Args {
     nodes: usize,
     size_mib: u64,
     mbit: u64,
+    /// Skip the pull-through baseline (for quick iterations on the swarm alone).
+    no_baseline: bool,
+    /// Keep each node's log (at this level) in `DIR/node-I.log`.
+    log_dir: Option<(PathBuf, String)>,
+    /// Print each node's traffic counters after the pull.
+    per_node: bool,
 }
 
 fn parse_args() -> Args {
@@ -32,6 +38,9 @@ fn parse_args() -> Args {
         nodes: 16,
         size_mib: 256,
         mbit: 200,
+        no_baseline: false,
+        log_dir: None,
+        per_node: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -41,6 +50,23 @@ fn parse_args() -> Args {
             "--nodes" => a.nodes = value().expect("--nodes N") as usize,
             "--size-mib" => a.size_mib = value().expect("--size-mib S"),
             "--mbit" => a.mbit = value().expect("--mbit B"),
+            "--no-baseline" => {
+                a.no_baseline = true;
+                i += 1;
+                continue;
+            }
+            "--per-node" => {
+                a.per_node = true;
+                i += 1;
+                continue;
+            }
+            "--log-dir" => {
+                let dir = argv.get(i + 1).expect("--log-dir DIR LEVEL");
+                let level = argv.get(i + 2).expect("--log-dir DIR LEVEL");
+                a.log_dir = Some((dir.into(), level.clone()));
+                i += 3;
+                continue;
+            }
             _ => {
                 i += 1;
                 continue;
@@ -99,10 +125,14 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
+    fn spawn(cmd: Command) -> Proc {
+        Proc::spawn_logging(cmd, Stdio::null())
+    }
+
+    fn spawn_logging(mut cmd: Command, stderr: Stdio) -> Proc {
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn");
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -114,6 +144,18 @@ impl Proc {
             }
         });
         Proc { child, lines }
+    }
+
+    /// Bytes the process wrote and read through syscalls (`wchar`, `rchar`).
+    fn io_chars(&self) -> (u64, u64) {
+        let io =
+            std::fs::read_to_string(format!("/proc/{}/io", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            io.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (field("wchar:"), field("rchar:"))
     }
 
     /// utime + stime in clock ticks (`ip netns exec` execs its command, so the pid is shoal's).
@@ -407,20 +449,37 @@ fn egress(registry: &Proc, digest: &str, from: usize) -> (u64, usize) {
     total
 }
 
-fn peers(admin: &str) -> usize {
-    let out = output(&[
+/// The body of `GET http://ADMIN/PATH` (empty when it fails).
+fn admin_get(admin: &str, path: &str) -> String {
+    output(&[
         "curl",
         "-s",
         "--noproxy",
         "*",
         "--max-time",
         "2",
-        &format!("http://{admin}/status"),
-    ]);
+        &format!("http://{admin}{path}"),
+    ])
+}
+
+fn peers(admin: &str) -> usize {
+    let out = admin_get(admin, "/status");
     serde_json::from_str::<serde_json::Value>(&out)
         .ok()
         .and_then(|v| v["peers"].as_u64())
         .unwrap_or(0) as usize
+}
+
+/// The sum of the samples of `metric` (any labels) on a node's `/metrics`.
+fn metric(admin: &str, metric: &str) -> f64 {
+    admin_get(admin, "/metrics")
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 fn stats(v: &[f64]) -> (f64, f64, f64) {
@@ -478,7 +537,15 @@ fn main() {
     for &i in &hosts {
         let ip = Net::ip(i);
         let mut cmd = net.cmd(i, shoal);
-        cmd.args(["--log", "warn", "node"])
+        let (level, stderr) = match &args.log_dir {
+            Some((dir, level)) => {
+                std::fs::create_dir_all(dir).expect("log dir");
+                let file = std::fs::File::create(dir.join(format!("node-{i}.log"))).unwrap();
+                (level.as_str(), Stdio::from(file))
+            }
+            None => ("warn", Stdio::null()),
+        };
+        cmd.args(["--log", level, "node"])
             .args(["--listen", &format!("{ip}:65001")])
             .args(["--admin-listen", &format!("{ip}:65003")])
             .args(["--p2p-listen", &format!("/ip4/{ip}/tcp/65002")])
@@ -490,7 +557,7 @@ fn main() {
         if i != 1 {
             cmd.args(["--bootstrap", &format!("/ip4/{}/tcp/65002", Net::ip(1))]);
         }
-        nodes.push(Proc::spawn(cmd));
+        nodes.push(Proc::spawn_logging(cmd, stderr));
         wait_tcp(&format!("{ip}:65003"), 20);
     }
     let t = Instant::now();
@@ -536,7 +603,39 @@ fn main() {
         .map(|(p, before)| p.cpu_ticks().saturating_sub(*before) as f64 / tick)
         .collect();
     let (swarm_egress, swarm_gets) = egress(&registry, &digest, 0);
+    if args.per_node {
+        let mib = |b: f64| b / f64::from(1u32 << 20);
+        println!(
+            "node   client s   p2p sent MiB   p2p recv MiB   upstream MiB   CPU s   write MiB    read MiB"
+        );
+        for (k, &i) in hosts.iter().enumerate() {
+            let admin = format!("{}:65003", Net::ip(i));
+            let (wchar, rchar) = nodes[k].io_chars();
+            println!(
+                "{i:>4} {:>10.2} {:>14.1} {:>14.1} {:>14.1} {:>7.2} {:>11.1} {:>11.1}",
+                swarm_times[k],
+                mib(metric(&admin, "shoal_p2p_sent_bytes_total")),
+                mib(metric(&admin, "shoal_p2p_received_bytes_total")),
+                mib(metric(
+                    &admin,
+                    "shoal_served_bytes_total{source=\"upstream\"}"
+                )),
+                cpu[k],
+                mib(wchar as f64),
+                mib(rchar as f64),
+            );
+        }
+    }
     drop(nodes);
+    if args.no_baseline {
+        let bound = (size as f64 / rate).max(n as f64 * size as f64 / ((n as f64 + 1.0) * rate));
+        println!(
+            "swarm: all hold it after {swarm_secs:.2} s, bound {bound:.2} s, ratio {:.2}x, origin egress {:.2} x S",
+            swarm_secs / bound,
+            swarm_egress as f64 / size as f64
+        );
+        return;
+    }
 
     // The baseline: one pull-through cache, the same clients.
     println!("baseline: {n} clients pull through one pull-through-cache registry …");

@@ -112,6 +112,9 @@ pub struct NodeConfig {
     pub download_limit: Option<ByteRate>,
     /// The store's disk quota, e.g. `50GiB`; least recently used blobs are evicted past it.
     pub max_disk: Option<ByteSize>,
+    /// Piece size for blobs this node cuts first, e.g. `8MiB` (a power of two from 256 KiB to
+    /// 64 MiB); default chosen from the blob's size (4 MiB up to 8 GiB).
+    pub piece_size: Option<ByteSize>,
 }
 
 impl Default for NodeConfig {
@@ -134,6 +137,7 @@ impl Default for NodeConfig {
             upload_limit: None,
             download_limit: None,
             max_disk: None,
+            piece_size: None,
         }
     }
 }
@@ -171,6 +175,8 @@ pub struct NodeSettings {
     pub download_limit: Option<ByteRate>,
     /// The store's disk quota.
     pub max_disk: Option<ByteSize>,
+    /// Configured piece size (validated).
+    pub piece_size: Option<u32>,
 }
 
 impl NodeConfig {
@@ -279,7 +285,22 @@ impl NodeConfig {
             .filter_map(|v| crate::p2p::dns::DnsSeed::parse(v))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid("bootstrap", e))?;
+        let piece_size = match self.piece_size {
+            None => None,
+            Some(ByteSize(bytes)) => Some(
+                u32::try_from(bytes)
+                    .ok()
+                    .filter(|&p| crate::store::partial::valid_piece_size(p))
+                    .ok_or_else(|| {
+                        invalid(
+                            "piece_size",
+                            format!("{bytes} bytes: must be a power of two from 256KiB to 64MiB"),
+                        )
+                    })?,
+            ),
+        };
         Ok(NodeSettings {
+            piece_size,
             p2p_listen: multiaddrs("p2p_listen", &self.p2p_listen)?,
             bootstrap: multiaddrs("bootstrap", &self.bootstrap)?,
             bootstrap_dns,
@@ -393,5 +414,22 @@ mod tests {
                 .to_string()
                 .contains("upstream_read_timeout_secs")
         );
+    }
+
+    #[test]
+    fn piece_size_is_a_power_of_two_within_bounds() {
+        let parse = |v: &str| {
+            toml::from_str::<NodeConfig>(&format!("piece_size = \"{v}\""))
+                .unwrap()
+                .validate()
+                .map(|s| s.piece_size)
+        };
+        assert_eq!(parse("8MiB").unwrap(), Some(8 << 20));
+        assert_eq!(parse("256KiB").unwrap(), Some(256 << 10));
+        for bad in ["3MiB", "128KiB", "128MiB", "5GiB"] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("piece_size"), "{bad}: {e}");
+        }
+        assert_eq!(NodeConfig::default().validate().unwrap().piece_size, None);
     }
 }

@@ -119,7 +119,8 @@ impl Node {
             settings.download_limit,
             settings.upload_limit,
             settings.max_disk,
-        );
+        )
+        .with_piece_size(settings.piece_size);
         fetcher.spawn_quota_loop();
         let p2p = start_swarm(&settings, &fetcher).await?;
         fetcher.attach_p2p(p2p);

@@ -31,19 +31,46 @@ fn get(node: &ShoalNode, digest: &str) -> Vec<u8> {
     resp.body
 }
 
-#[test]
-fn peers_serve_each_other_and_outsiders_are_kept_out() {
-    if !common::require_tool("docker-registry") {
-        return;
-    }
+/// A registry holding one blob of pseudo-random bytes, and a swarm key.
+struct Fixture {
+    registry: Registry,
+    data: Vec<u8>,
+    digest: String,
+    key: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// `len` bytes made from `mul` and `shift`, pushed to a fresh registry.
+fn fixture(len: u32, mul: u32, shift: u32) -> Fixture {
     let registry = Registry::start(RegistryOpts::default());
-    let data: Vec<u8> = (0..(24 << 20) as u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i.wrapping_mul(mul) >> shift) as u8)
         .collect();
     let digest = push_blob(&registry.url(), "library/shared", &data);
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("swarm.key");
     write_swarm_key(&key);
+    Fixture {
+        registry,
+        data,
+        digest,
+        key,
+        dir,
+    }
+}
+
+#[test]
+fn peers_serve_each_other_and_outsiders_are_kept_out() {
+    if !common::require_tool("docker-registry") {
+        return;
+    }
+    let Fixture {
+        registry,
+        data,
+        digest,
+        key,
+        dir,
+    } = fixture(24 << 20, 2654435761, 13);
 
     let a = start(&registry, &key, None);
     let a_status = a.status();
@@ -113,14 +140,13 @@ fn eight_nodes_pulling_at_once_cost_the_upstream_about_one_copy() {
     if !common::require_tool("docker-registry") {
         return;
     }
-    let registry = Registry::start(RegistryOpts::default());
-    let data: Vec<u8> = (0..(64 << 20) as u32)
-        .map(|i| (i.wrapping_mul(2246822519) >> 11) as u8)
-        .collect();
-    let digest = push_blob(&registry.url(), "library/shared", &data);
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("swarm.key");
-    write_swarm_key(&key);
+    let Fixture {
+        registry,
+        data,
+        digest,
+        key,
+        dir: _dir,
+    } = fixture(64 << 20, 2246822519, 11);
 
     let first = start(&registry, &key, None);
     let addr = first.status()["listen_addrs"][0]
@@ -193,15 +219,17 @@ impl shoal::p2p::PieceService for Liar {
 
     fn piece(
         &self,
+        _: shoal::p2p::PeerId,
         digest: shoal::oci::Digest,
         index: u32,
-    ) -> futures_util::future::BoxFuture<'static, Result<bytes::Bytes, shoal::p2p::ErrorCode>> {
+    ) -> futures_util::future::BoxFuture<'static, Result<shoal::p2p::Outgoing, shoal::p2p::ErrorCode>>
+    {
         let map = self.maps.get(&digest.to_string()).cloned();
         Box::pin(async move {
             let map = map.ok_or(shoal::p2p::ErrorCode::NotFound)?;
             let start = u64::from(index) * u64::from(map.piece_size);
             let len = (map.size - start).min(u64::from(map.piece_size));
-            Ok(bytes::Bytes::from(vec![0x5a; len as usize]))
+            Ok(bytes::Bytes::from(vec![0x5a; len as usize]).into())
         })
     }
 }
@@ -349,14 +377,13 @@ fn nodes_killed_mid_transfer_do_not_stop_the_others() {
     if !common::require_tool("docker-registry") {
         return;
     }
-    let registry = Registry::start(RegistryOpts::default());
-    let data: Vec<u8> = (0..(48 << 20) as u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 5) as u8)
-        .collect();
-    let digest = push_blob(&registry.url(), "library/shared", &data);
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("swarm.key");
-    write_swarm_key(&key);
+    let Fixture {
+        registry,
+        data: _,
+        digest,
+        key,
+        dir: _dir,
+    } = fixture(48 << 20, 2654435761, 5);
     let upstream = format!("docker.io={}", registry.url());
     // Slow uploads, so that the transfer is still running when nodes die.
     let node = |bootstrap: Option<&str>| {
@@ -430,14 +457,13 @@ fn pieces_stay_inside_their_zone() {
     if !common::require_tool("docker-registry") {
         return;
     }
-    let registry = Registry::start(RegistryOpts::default());
-    let data: Vec<u8> = (0..(24 << 20) as u32)
-        .map(|i| (i.wrapping_mul(2246822519) >> 3) as u8)
-        .collect();
-    let digest = push_blob(&registry.url(), "library/shared", &data);
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("swarm.key");
-    write_swarm_key(&key);
+    let Fixture {
+        registry,
+        data,
+        digest,
+        key,
+        dir: _dir,
+    } = fixture(24 << 20, 2246822519, 3);
     let upstream = format!("docker.io={}", registry.url());
     let node = |zone: &str, bootstrap: Option<&str>| {
         let mut args = vec![
@@ -519,4 +545,62 @@ fn nodes_find_each_other_through_a_dns_name() {
         "{}",
         second.log_tail(20)
     );
+}
+
+/// The first node to fetch a blob cuts it with its `--piece-size`; peers take that layout.
+#[test]
+fn the_first_fetcher_chooses_the_piece_size() {
+    if !common::require_tool("docker-registry") {
+        return;
+    }
+    let Fixture {
+        registry,
+        data,
+        digest,
+        key,
+        dir,
+    } = fixture((5 << 20) + 123, 2246822519, 11);
+
+    let upstream = format!("docker.io={}", registry.url());
+    let key_arg = key.to_str().unwrap();
+    let a = ShoalNode::start(&[
+        "--upstream",
+        &upstream,
+        "--swarm-key",
+        key_arg,
+        "--piece-size",
+        "1MiB",
+    ]);
+    // Alone, a fetches from the upstream and cuts the blob into 1 MiB pieces.
+    assert_eq!(sha256_hex(&get(&a, &digest)), digest);
+    let a_addr = a.status()["listen_addrs"][0].as_str().unwrap().to_owned();
+    let b = start(&registry, &key, Some(&a_addr));
+    assert!(common::wait_until(Duration::from_secs(20), || {
+        b.status()["peers"].as_u64() >= Some(1)
+    }));
+    assert_eq!(sha256_hex(&get(&b, &digest)), digest);
+    assert_eq!(
+        b.metric("shoal_served_bytes_total", &[("source", "peer")]),
+        data.len() as f64
+    );
+    assert_eq!(registry.blob_gets(&digest), 1);
+    let map_file = b
+        .data_dir()
+        .join("pieces/sha256")
+        .join(format!("{}.json", digest.trim_start_matches("sha256:")));
+    assert!(common::wait_until(Duration::from_secs(5), || map_file.exists()));
+    let map: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&map_file).unwrap()).unwrap();
+    assert_eq!(map["piece_size"], 1 << 20, "{map}");
+    assert_eq!(map["hashes"].as_array().unwrap().len(), 6);
+
+    // A size that is not a power of two is refused at start, naming the flag's key.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["node", "--piece-size", "3MiB", "--data-dir"])
+        .arg(dir.path().join("bad"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("piece_size"), "{err}");
 }

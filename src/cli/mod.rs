@@ -124,6 +124,10 @@ pub struct NodeArgs {
     /// The store's disk quota, e.g. 50GiB: least recently used blobs are evicted past 95% of it.
     #[arg(long, value_name = "SIZE", env = "SHOAL_MAX_DISK")]
     pub max_disk: Option<crate::fetch::limit::ByteSize>,
+    /// Piece size for blobs this node fetches first, e.g. 8MiB (a power of two, 256KiB to
+    /// 64MiB) [default: from the blob's size, 4MiB up to 8GiB].
+    #[arg(long, value_name = "SIZE", env = "SHOAL_PIECE_SIZE")]
+    pub piece_size: Option<crate::fetch::limit::ByteSize>,
 }
 
 impl NodeArgs {
@@ -179,6 +183,9 @@ impl NodeArgs {
         }
         if self.download_limit.is_some() {
             cfg.download_limit = self.download_limit;
+        }
+        if self.piece_size.is_some() {
+            cfg.piece_size = self.piece_size;
         }
         if self.max_disk.is_some() {
             cfg.max_disk = self.max_disk;

@@ -11,7 +11,7 @@ use super::download::{Download, Phase, PieceView};
 use super::failures::{Failures, Verdict, content_length, judge};
 use super::{Blob, BlobRequest, Fetcher, ObjectKind};
 use crate::oci::{ErrorCode, Hasher, RegistryError, UpstreamRequest};
-use crate::store::partial::{PieceHasher, PieceMap, default_piece_size};
+use crate::store::partial::{PieceHasher, PieceMap};
 use crate::store::{BlobWriter, StoreError};
 
 fn store_error(e: StoreError) -> RegistryError {
@@ -64,6 +64,12 @@ impl Fetcher {
         inflight.insert(req.digest.clone(), download.clone());
         drop(inflight);
 
+        if let Some(p2p) = self.p2p.get() {
+            tokio::spawn(super::announce::announce_progress(
+                p2p.clone(),
+                download.clone(),
+            ));
+        }
         let this = self.clone();
         let (task_download, req) = (download.clone(), req.clone());
         tokio::spawn(async move {
@@ -193,7 +199,7 @@ impl Fetcher {
                 if start == 0
                     && let Some(size) = size
                 {
-                    sink.cut_into_pieces(dl, size);
+                    sink.cut_into_pieces(dl, size, self.piece_size_for(size));
                     if let Some(p2p) = self.p2p.get() {
                         // Peers may take pieces from this node while it downloads.
                         p2p.provide(&req.digest).await;
@@ -359,8 +365,7 @@ impl Sink {
     }
 
     /// Starts computing piece hashes for a blob of `size`, from its first byte.
-    fn cut_into_pieces(&mut self, dl: &Download, size: u64) {
-        let piece_size = default_piece_size(size);
+    fn cut_into_pieces(&mut self, dl: &Download, size: u64, piece_size: u32) {
         match (
             PieceHasher::new(size, piece_size),
             PieceMap::new(dl.digest.clone(), size, piece_size),

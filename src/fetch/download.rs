@@ -206,6 +206,11 @@ impl Download {
         self.state.borrow().clone()
     }
 
+    /// A receiver that sees every change of progress.
+    pub(super) fn watch(&self) -> watch::Receiver<Progress> {
+        self.state.subscribe()
+    }
+
     pub(super) fn update(&self, f: impl FnOnce(&mut Progress)) {
         self.state.send_modify(f);
     }

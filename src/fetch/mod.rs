@@ -3,6 +3,7 @@
 //! client while the download runs, and nothing stored or served as complete before it matches
 //! its digest.
 
+mod announce;
 pub mod authz;
 mod blob;
 pub mod download;
@@ -70,6 +71,8 @@ pub struct Fetcher {
     p2p: OnceLock<crate::p2p::P2p>,
     /// Bounds concurrent piece uploads to peers.
     uploads: Arc<Semaphore>,
+    /// The number of permits `uploads` was made with.
+    upload_slots: usize,
     /// Bad pieces received per peer, over all downloads.
     peer_faults: Mutex<HashMap<libp2p::PeerId, u32>>,
     /// `--download-limit`: all bytes this node downloads (upstream and peers).
@@ -82,6 +85,8 @@ pub struct Fetcher {
     readers: evict::Readers,
     /// Blobs kept from eviction.
     pins: Mutex<std::collections::HashSet<Digest>>,
+    /// `--piece-size` for blobs this node cuts into pieces first.
+    piece_size: Option<u32>,
 }
 
 /// Concurrent piece uploads a node serves; further requests are answered `BUSY`.
@@ -105,13 +110,31 @@ impl Fetcher {
             inflight: Mutex::new(HashMap::new()),
             p2p: OnceLock::new(),
             uploads: Arc::new(Semaphore::new(UPLOAD_SLOTS)),
+            upload_slots: UPLOAD_SLOTS,
             peer_faults: Mutex::new(HashMap::new()),
             download_limit: None,
             upload_limit: None,
             max_disk: None,
             readers: Default::default(),
             pins: Default::default(),
+            piece_size: None,
         })
+    }
+
+    /// Sets `--piece-size` (call before sharing the engine).
+    ///
+    /// # Panics
+    /// If the engine is already shared.
+    pub fn with_piece_size(mut self: Arc<Self>, piece_size: Option<u32>) -> Arc<Self> {
+        Arc::get_mut(&mut self)
+            .expect("the piece size is set before the engine is shared")
+            .piece_size = piece_size;
+        self
+    }
+
+    /// The piece size for a blob of `size` bytes that this node cuts into pieces.
+    pub(crate) fn piece_size_for(&self, size: u64) -> u32 {
+        crate::store::partial::piece_size_for(size, self.piece_size)
     }
 
     /// The same engine with bandwidth limits (call before sharing it).
@@ -132,7 +155,8 @@ impl Fetcher {
             // keep about four seconds of traffic in flight.
             let pieces =
                 rate.bytes_per_sec() * 4 / u64::from(crate::store::partial::MIN_DEFAULT_PIECE_SIZE);
-            inner.uploads = Arc::new(Semaphore::new((pieces as usize).clamp(2, UPLOAD_SLOTS)));
+            inner.upload_slots = (pieces as usize).clamp(2, UPLOAD_SLOTS);
+            inner.uploads = Arc::new(Semaphore::new(inner.upload_slots));
         }
         inner.max_disk = max_disk.map(|s| s.0);
         this
@@ -160,6 +184,12 @@ impl Fetcher {
     /// The swarm, if attached.
     pub fn p2p(&self) -> Option<&crate::p2p::P2p> {
         self.p2p.get()
+    }
+
+    /// Piece uploads running now.
+    pub(crate) fn uploads_in_progress(&self) -> usize {
+        self.upload_slots
+            .saturating_sub(self.uploads.available_permits())
     }
 
     /// An upload slot, or `None` when all are taken (the peer should ask elsewhere).

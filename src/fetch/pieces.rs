@@ -2,9 +2,9 @@
 //! from the store. A complete blob's piece map is computed while it is downloaded (or, for a
 //! blob stored without one, from the file on first request) and kept beside it.
 
-use std::sync::{Arc, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
-use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
@@ -13,18 +13,59 @@ use std::time::Duration;
 use super::download::Phase;
 use super::{Blob, BlobRequest, Fetcher};
 use crate::oci::Digest;
-use crate::p2p::{self, ErrorCode, PieceService};
-use crate::store::partial::{PieceHasher, PieceMap, default_piece_size};
+use crate::p2p::{self, ErrorCode, Outgoing, PeerId, PieceService};
+use crate::store::partial::{PieceHasher, PieceMap};
 use crate::store::read::{READ_CHUNK, read_path};
 
 /// Serves peers from a node's store. Holds the engine weakly, so that the swarm task does not
 /// keep it alive.
-pub struct StorePieces(pub Weak<Fetcher>);
+pub struct StorePieces {
+    fetcher: Weak<Fetcher>,
+    sends: Arc<RecentSends>,
+}
 
 impl StorePieces {
     /// Serves pieces for `fetcher`.
     pub fn new(fetcher: &Arc<Fetcher>) -> Arc<StorePieces> {
-        Arc::new(StorePieces(Arc::downgrade(fetcher)))
+        Arc::new(StorePieces {
+            fetcher: Arc::downgrade(fetcher),
+            sends: Arc::default(),
+        })
+    }
+}
+
+/// How long after sending a piece to one peer this node sends others elsewhere for it (while
+/// its upload is busy).
+const SPREAD_WINDOW: Duration = Duration::from_secs(10);
+/// Sends remembered before old ones are forgotten.
+const MAX_SENDS: usize = 8192;
+
+/// Which peer each piece went to last, and when. A node's upload is the scarce resource of a
+/// swarm: when every peer asks the one node that has a fresh piece, it would send that piece N
+/// times while it has nothing else to give. Instead it sends it to the first asker and, while
+/// busy, tells the others to take it from a peer that has it by now (`ELSEWHERE`), so that
+/// each node uploads different pieces and the swarm's whole upload capacity is used (what
+/// BitTorrent calls super-seeding).
+#[derive(Default)]
+struct RecentSends(Mutex<HashMap<(Digest, u32), (PeerId, tokio::time::Instant)>>);
+
+impl RecentSends {
+    /// Whether `from` should take the piece elsewhere; if not, the send is recorded.
+    fn elsewhere(&self, from: PeerId, digest: &Digest, index: u32, busy: bool) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut sent = self.0.lock().unwrap();
+        if let Some((to, at)) = sent.get(&(digest.clone(), index))
+            && *to != from
+            && now.duration_since(*at) < SPREAD_WINDOW
+            && busy
+        {
+            return true;
+        }
+        if sent.len() >= MAX_SENDS {
+            sent.retain(|_, (_, at)| now.duration_since(*at) < SPREAD_WINDOW);
+        }
+        sent.insert((digest.clone(), index), (from, now));
+        false
     }
 }
 
@@ -59,7 +100,7 @@ pub(super) fn complete_map(fetcher: &Fetcher, digest: &Digest) -> Option<PieceMa
         return Some(map);
     }
     let size = store.blob_size(digest)?;
-    let mut hasher = PieceHasher::new(size, default_piece_size(size)).ok()?;
+    let mut hasher = PieceHasher::new(size, fetcher.piece_size_for(size)).ok()?;
     let path = store.blob_path(digest);
     let file = std::fs::File::open(&path).ok()?;
     let mut offset = 0;
@@ -98,7 +139,7 @@ impl PieceService for StorePieces {
         digest: Digest,
         hint: Option<p2p::FetchHint>,
     ) -> BoxFuture<'static, Option<p2p::PieceMap>> {
-        let fetcher = self.0.clone();
+        let fetcher = self.fetcher.clone();
         async move {
             let fetcher = fetcher.upgrade()?;
             let waits = hint.is_some();
@@ -149,11 +190,22 @@ impl PieceService for StorePieces {
         .boxed()
     }
 
-    fn piece(&self, digest: Digest, index: u32) -> BoxFuture<'static, Result<Bytes, ErrorCode>> {
-        let fetcher = self.0.clone();
+    fn piece(
+        &self,
+        from: PeerId,
+        digest: Digest,
+        index: u32,
+    ) -> BoxFuture<'static, Result<Outgoing, ErrorCode>> {
+        let (fetcher, sends) = (self.fetcher.clone(), self.sends.clone());
         async move {
             let fetcher = fetcher.upgrade().ok_or(ErrorCode::NotFound)?;
-            let _permit = fetcher.upload_slot().await.ok_or(ErrorCode::Busy)?;
+            let busy = fetcher.uploads_in_progress() > 0;
+            if sends.elsewhere(from, &digest, index, busy) {
+                tracing::debug!(peer = %from, index, "piece sent elsewhere moments ago");
+                return Err(ErrorCode::Elsewhere);
+            }
+            // Held until the piece is on the wire.
+            let permit = fetcher.upload_slot().await.ok_or(ErrorCode::Busy)?;
             let data = match fetcher.held_blob(&digest).ok_or(ErrorCode::NotFound)? {
                 Blob::Stored { .. } => {
                     let map = {
@@ -192,8 +244,45 @@ impl PieceService for StorePieces {
             };
             fetcher.upload_budget(data.len() as u64).await;
             fetcher.metrics().p2p_sent(data.len() as u64);
-            Ok(data)
+            Ok(Outgoing {
+                data,
+                hold: Some(Box::new(permit)),
+            })
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_piece_goes_out_once_while_the_upload_is_busy() {
+        let sends = RecentSends::default();
+        let d = Digest::sha256_of(b"blob");
+        let (a, b) = (PeerId::random(), PeerId::random());
+        assert!(
+            !sends.elsewhere(a, &d, 0, false),
+            "the first asker is served"
+        );
+        assert!(
+            sends.elsewhere(b, &d, 0, true),
+            "busy: the next is sent to a"
+        );
+        assert!(!sends.elsewhere(b, &d, 1, true), "another piece is served");
+        assert!(
+            !sends.elsewhere(b, &d, 1, true),
+            "the same asker again (a retry)"
+        );
+        assert!(
+            !sends.elsewhere(b, &d, 0, false),
+            "an idle upload serves anyway"
+        );
+        // Long after: the receiver may be gone, so the piece goes out again.
+        tokio::time::advance(SPREAD_WINDOW + Duration::from_millis(1)).await;
+        assert!(!sends.elsewhere(a, &d, 0, true));
+        let other = Digest::sha256_of(b"other");
+        assert!(!sends.elsewhere(b, &other, 0, true), "per blob");
     }
 }

@@ -23,7 +23,7 @@ use crate::oci::{Digest, UpstreamRequest};
 use crate::p2p::{self, FetchHint, P2p, P2pError};
 use crate::store::StoreError;
 use crate::store::partial::{
-    PartialBlob, PieceError, PieceHash, PieceMap, bitmap_has, default_piece_size,
+    PartialBlob, PieceError, PieceHash, PieceMap, bitmap_has, valid_piece_size,
 };
 
 /// Piece requests in flight to one peer.
@@ -34,10 +34,13 @@ const IN_FLIGHT: usize = 16;
 const BAN_AFTER: u32 = 2;
 /// Providers asked for their piece maps.
 const MAP_QUERIES: usize = 8;
-/// How often what peers hold is asked again while pieces are missing and none is on its way.
-const REFRESH: Duration = Duration::from_millis(250);
+/// How often what peers hold is asked again while pieces are missing and none is on its way
+/// (peers also announce new pieces on the zone's gossip topic as they get them).
+const REFRESH: Duration = Duration::from_millis(500);
 /// How long a peer that answered `BUSY` is left alone.
 const BUSY_BACKOFF: Duration = Duration::from_millis(500);
+/// How long a peer that answered `ELSEWHERE` for a piece is not asked for it again.
+const ELSEWHERE_BACKOFF: Duration = Duration::from_secs(1);
 /// How long one refresh of piece maps may take.
 const REFRESH_DEADLINE: Duration = Duration::from_secs(2);
 /// Every this many refreshes, the DHT and the zone are searched for new holders.
@@ -58,18 +61,31 @@ pub(super) enum PeerMiss {
     Store(#[allow(dead_code)] String),
 }
 
+#[derive(Default)]
 struct Holder {
     have: Vec<u8>,
     in_flight: usize,
     /// Answered `BUSY`: not asked again before this.
     busy_until: Option<tokio::time::Instant>,
+    /// Pieces it answered `ELSEWHERE` for, and until when they are taken from others.
+    elsewhere: HashMap<u32, tokio::time::Instant>,
+}
+
+impl Holder {
+    /// Whether piece `index` may be asked of this holder now.
+    fn offers(&self, index: u32, now: tokio::time::Instant) -> bool {
+        self.in_flight < PER_PEER
+            && bitmap_has(&self.have, index)
+            && self.busy_until.is_none_or(|t| t <= now)
+            && self.elsewhere.get(&index).is_none_or(|t| *t <= now)
+    }
 }
 
 /// Turns a wire map into a store map, refusing anything inconsistent.
 fn parse_map(digest: &Digest, m: &p2p::PieceMap) -> Option<PieceMap> {
-    // Every node cuts a blob the same way; a map that does not is not worth the cost of its
-    // layout (tiny pieces) or a size nobody else claims.
-    if m.digest != digest.to_string() || m.size == 0 || m.piece_size != default_piece_size(m.size) {
+    // The layout is the first fetcher's (its `--piece-size` or the default); a map whose pieces
+    // are tiny, huge or odd is not worth its cost.
+    if m.digest != digest.to_string() || m.size == 0 || !valid_piece_size(m.piece_size) {
         return None;
     }
     let hashes = m
@@ -155,19 +171,38 @@ impl Survey {
                 }
                 Some(_) => continue,
             }
-            let (in_flight, busy_until) = self
-                .holders
-                .get(peer)
-                .map_or((0, None), |h| (h.in_flight, h.busy_until));
-            self.holders.insert(
-                *peer,
-                Holder {
-                    have,
-                    in_flight,
-                    busy_until,
-                },
-            );
+            self.holders.entry(*peer).or_default().have = have;
         }
+    }
+
+    /// Takes in a peer's "have" announcement: which pieces it holds now, and the hashes of the
+    /// new ones. True when hashes were learned (the partial download should take them too).
+    fn learn(&mut self, peer: PeerId, have: &p2p::Have) -> bool {
+        let Some(layout) = &mut self.layout else {
+            return false;
+        };
+        if have.size != layout.size() || have.piece_size != layout.piece_size() {
+            return false;
+        }
+        let mut learned = false;
+        for h in &have.hashes {
+            let Ok(hash) = PieceHash::try_from(h.hash.as_slice()) else {
+                continue;
+            };
+            if h.index >= layout.piece_count() || !bitmap_has(&have.have, h.index) {
+                continue;
+            }
+            match layout.set_hash(h.index, hash) {
+                Ok(new) => learned |= new,
+                Err(_) => {
+                    // Contradicts what is known: not asked for pieces (as in `merge`).
+                    self.holders.remove(&peer);
+                    return learned;
+                }
+            }
+        }
+        self.holders.entry(peer).or_default().have = have.have.clone();
+        learned
     }
 }
 
@@ -318,6 +353,8 @@ impl Fetcher {
         let mut refreshing: Option<tokio::task::JoinHandle<MapAnswers>> = None;
         let mut refresh = tokio::time::interval(REFRESH);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut haves = p2p.subscribe_haves();
+        let wire_digest = digest.to_string();
         while !missing.is_empty() {
             self.schedule(
                 p2p,
@@ -344,6 +381,24 @@ impl Fetcher {
                     if let Some(layout) = &survey.layout {
                         let learned = partial.lock().unwrap().merge_map(layout).is_ok();
                         if !learned {
+                            return Err(PeerMiss::Exhausted);
+                        }
+                    }
+                    continue;
+                }
+                have = haves.recv() => {
+                    match have {
+                        Ok((peer, have)) if have.digest == wire_digest && !self.is_faulty(&peer) => {
+                            tracing::debug!(%peer, hashes = have.hashes.len(), "have announced");
+                            if survey.learn(peer, &have)
+                                && let Some(layout) = &survey.layout
+                                && partial.lock().unwrap().merge_map(layout).is_err()
+                            {
+                                return Err(PeerMiss::Exhausted);
+                            }
+                        }
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                             return Err(PeerMiss::Exhausted);
                         }
                     }
@@ -412,6 +467,16 @@ impl Fetcher {
                     }
                     continue;
                 }
+                Err(P2pError::Refused {
+                    code: p2p::ErrorCode::Elsewhere,
+                    ..
+                }) => {
+                    if let Some(h) = survey.holders.get_mut(&peer) {
+                        h.elsewhere
+                            .insert(index, tokio::time::Instant::now() + ELSEWHERE_BACKOFF);
+                    }
+                    continue;
+                }
                 Err(e) => {
                     // Dead, slow or refusing: not asked again in this download.
                     tracing::info!(%peer, error = %e, "dropping peer from this download");
@@ -474,6 +539,8 @@ impl Fetcher {
         let mut candidates: Vec<(usize, u32)> = missing
             .iter()
             .filter(|i| !in_flight.contains(i))
+            // A piece can be taken only once its hash is known (announcements may come first).
+            .filter(|&&i| layout.is_some_and(|l| l.hash(i).is_some()))
             .map(|&i| {
                 (
                     holders.values().filter(|h| bitmap_has(&h.have, i)).count(),
@@ -482,6 +549,17 @@ impl Fetcher {
             })
             .filter(|(n, _)| *n > 0)
             .collect();
+        // How many of the pieces this node still needs only each holder has: a piece is taken
+        // from the holder with the fewest, so the upload of a peer that alone has many (the
+        // zone's fetcher, a seed) goes to pieces nobody else can give.
+        let mut unique: HashMap<PeerId, usize> = HashMap::new();
+        for &(n, i) in &candidates {
+            if n == 1
+                && let Some((peer, _)) = holders.iter().find(|(_, h)| bitmap_has(&h.have, i))
+            {
+                *unique.entry(*peer).or_default() += 1;
+            }
+        }
         // Rarest first; among equally rare pieces, a random order, so that nodes do not all ask
         // their sources for the same pieces and then have nothing to give each other.
         candidates.shuffle(&mut rand::rng());
@@ -492,12 +570,8 @@ impl Fetcher {
             }
             let Some((peer, holder)) = holders
                 .iter_mut()
-                .filter(|(_, h)| {
-                    h.in_flight < PER_PEER
-                        && bitmap_has(&h.have, index)
-                        && h.busy_until.is_none_or(|t| t <= now)
-                })
-                .min_by_key(|(_, h)| h.in_flight)
+                .filter(|(_, h)| h.offers(index, now))
+                .min_by_key(|(p, h)| (unique.get(*p).copied().unwrap_or(0), h.in_flight))
             else {
                 continue;
             };
@@ -665,5 +739,60 @@ mod tests {
         assert_eq!(runs(&[]), vec![]);
         assert_eq!(runs(&[3]), vec![(3, 3)]);
         assert_eq!(runs(&[0, 1, 2, 5, 6, 9]), vec![(0, 2), (5, 6), (9, 9)]);
+    }
+
+    fn have(map: &PieceMap, held: &[u32], hashes: &[(u32, PieceHash)]) -> p2p::Have {
+        let mut bits = vec![0u8; (map.piece_count() as usize).div_ceil(8)];
+        for &i in held {
+            bits[i as usize / 8] |= 1 << (i % 8);
+        }
+        p2p::Have {
+            digest: map.digest().to_string(),
+            size: map.size(),
+            piece_size: map.piece_size(),
+            have: bits,
+            complete: false,
+            hashes: hashes
+                .iter()
+                .map(|(index, h)| p2p::PieceHash {
+                    index: *index,
+                    hash: h.to_vec(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn announcements_teach_holders_and_hashes() {
+        let data: Vec<u8> = (0..40u32).map(|i| i as u8).collect();
+        let digest = Digest::sha256_of(&data);
+        let full = PieceMap::from_data(digest.clone(), &data, 10).unwrap();
+        let hash = |i| full.hash(i).unwrap();
+        let mut survey = Survey {
+            layout: Some(PieceMap::new(digest.clone(), 40, 10).unwrap()),
+            holders: HashMap::new(),
+        };
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+
+        // a holds pieces 0 and 2 and says their hashes.
+        assert!(survey.learn(a, &have(&full, &[0, 2], &[(0, hash(0)), (2, hash(2))])));
+        let layout = survey.layout.as_ref().unwrap();
+        assert_eq!(layout.hash(0), Some(hash(0)));
+        assert_eq!(layout.hash(1), None);
+        assert!(bitmap_has(&survey.holders[&a].have, 2));
+        // A hash for a piece the announcer does not hold is not taken.
+        assert!(!survey.learn(b, &have(&full, &[], &[(1, hash(1))])));
+        assert_eq!(survey.layout.as_ref().unwrap().hash(1), None);
+        // Nothing new: known hashes are not news, but the holder is recorded.
+        assert!(!survey.learn(b, &have(&full, &[0], &[(0, hash(0))])));
+        assert!(survey.holders.contains_key(&b));
+        // A contradicting hash drops the announcer.
+        assert!(!survey.learn(b, &have(&full, &[2], &[(2, hash(3))])));
+        assert!(!survey.holders.contains_key(&b));
+        assert_eq!(survey.layout.as_ref().unwrap().hash(2), Some(hash(2)));
+        // Another layout is ignored.
+        let other = PieceMap::from_data(digest, &data, 20).unwrap();
+        assert!(!survey.learn(c, &have(&other, &[0], &[(0, other.hash(0).unwrap())])));
+        assert!(!survey.holders.contains_key(&c));
     }
 }

@@ -1,8 +1,8 @@
 //! The libp2p swarm. One task owns the `Swarm`; everyone else holds a cloneable [`P2p`] handle
 //! that sends it commands and awaits replies on oneshot channels.
 //!
-//! Transport: TCP, the private-network handshake (pnet) with the swarm key when one is given,
-//! noise, yamux. Behaviours: identify (which also carries the peer's zone and role), Kademlia in
+//! Transport: TCP, noise (its prologue derived from the swarm key, so only members complete the
+//! handshake), yamux. Behaviours: identify (which also carries the peer's zone and role), Kademlia in
 //! server mode (provider records keyed by digest), gossipsub (one topic per zone for "have"
 //! announcements), ping (a silent peer is disconnected within seconds), a block list (banned
 //! peers), and the piece protocol `/shoal/piece/1` (messages in `proto/`).
@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::oci::Digest;
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
-pub use proto::{ErrorCode, Have, PieceMap};
+pub use proto::{ErrorCode, Have, PieceHash, PieceMap};
 
 /// How this node takes part in the swarm.
 #[derive(Clone)]
@@ -34,7 +34,8 @@ pub struct P2pConfig {
     pub listen: Vec<Multiaddr>,
     /// Peers to dial at start (with or without `/p2p/ID`).
     pub bootstrap: Vec<Multiaddr>,
-    /// The swarm's pre-shared key; without one the swarm is open to anyone who can reach it.
+    /// The swarm's pre-shared key (only nodes holding it complete the handshake); without one
+    /// the swarm is open to anyone who can reach it.
     pub swarm_key: Option<PreSharedKey>,
     /// Locality zone: pieces are exchanged only with peers of the same zone.
     pub zone: String,
@@ -53,6 +54,21 @@ pub struct FetchHint {
     pub repository: crate::oci::RepoName,
 }
 
+/// A piece on its way to a peer, with what the node holds until it has been sent (an upload
+/// slot: a node's upload concurrency is the number of pieces on the wire, not being read).
+pub struct Outgoing {
+    /// The piece's bytes.
+    pub data: bytes::Bytes,
+    /// Dropped once the response has been sent or has failed.
+    pub hold: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl From<bytes::Bytes> for Outgoing {
+    fn from(data: bytes::Bytes) -> Outgoing {
+        Outgoing { data, hold: None }
+    }
+}
+
 /// What the swarm needs from the node to answer peers.
 pub trait PieceService: Send + Sync + 'static {
     /// What this node knows of a blob, if anything. With a hint and nothing held, the node
@@ -62,12 +78,13 @@ pub trait PieceService: Send + Sync + 'static {
         digest: Digest,
         hint: Option<FetchHint>,
     ) -> BoxFuture<'static, Option<PieceMap>>;
-    /// One verified piece.
+    /// One verified piece, for peer `from`.
     fn piece(
         &self,
+        from: PeerId,
         digest: Digest,
         index: u32,
-    ) -> BoxFuture<'static, Result<bytes::Bytes, ErrorCode>>;
+    ) -> BoxFuture<'static, Result<Outgoing, ErrorCode>>;
 }
 
 /// Swarm failures as callers see them.

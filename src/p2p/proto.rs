@@ -143,6 +143,8 @@ pub enum ErrorCode {
     Refused = 3,
     /// Malformed request.
     BadRequest = 4,
+    /// Sent to another peer moments ago while the upload is busy: ask a peer that has it.
+    Elsewhere = 5,
 }
 
 /// `Announcement` in the schema.
@@ -179,6 +181,20 @@ pub struct Have {
     /// Whether the whole blob is held and verified.
     #[prost(bool, tag = "5")]
     pub complete: bool,
+    /// Hashes of pieces newly held since the previous announcement.
+    #[prost(message, repeated, tag = "6")]
+    pub hashes: Vec<PieceHash>,
+}
+
+/// `PieceHash` in the schema.
+#[derive(Clone, PartialEq, Message)]
+pub struct PieceHash {
+    /// Piece index.
+    #[prost(uint32, tag = "1")]
+    pub index: u32,
+    /// SHA-256 of the piece.
+    #[prost(bytes = "vec", tag = "2")]
+    pub hash: Vec<u8>,
 }
 
 impl Response {
@@ -209,7 +225,8 @@ async fn read_frame<T: AsyncRead + Unpin, M: Message + Default>(
     }
     let mut buf = vec![0u8; len];
     io.read_exact(&mut buf).await?;
-    M::decode(buf.as_slice()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    // Decoding from `Bytes` lets a piece's data share this buffer instead of being copied.
+    M::decode(bytes::Bytes::from(buf)).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Writes one length-prefixed message.

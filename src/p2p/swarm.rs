@@ -5,15 +5,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use either::Either;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::{Boxed, upgrade::Version};
 use libp2p::futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult, RecordKey};
-use libp2p::pnet::{PnetConfig, PreSharedKey};
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::pnet::PreSharedKey;
+use libp2p::request_response::{
+    self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
+};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, Transport, allow_block_list, gossipsub, identify,
@@ -36,25 +37,36 @@ struct Behaviour {
     pieces: request_response::Behaviour<PieceCodec>,
 }
 
-/// TCP, then the private-network handshake when there is a swarm key, then noise and yamux.
+/// TCP, noise and yamux. With a swarm key, noise's prologue is derived from it: the handshake
+/// of two nodes completes only when both hold the same key, so a node without it neither joins
+/// nor receives a byte of any protocol, while piece data is encrypted once (noise's
+/// ChaCha20-Poly1305) instead of twice as under pnet (docs/design.md, "Swarm membership").
 fn transport(
     key: &Keypair,
     psk: Option<PreSharedKey>,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, P2pError> {
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
-    let base = match psk {
-        Some(psk) => {
-            Either::Left(tcp.and_then(move |socket, _| PnetConfig::new(psk).handshake(socket)))
-        }
-        None => Either::Right(tcp),
-    };
-    let noise = noise::Config::new(key).map_err(|e| P2pError::Transport(e.to_string()))?;
-    Ok(base
+    let mut noise = noise::Config::new(key).map_err(|e| P2pError::Transport(e.to_string()))?;
+    if let Some(psk) = psk {
+        noise = noise.with_prologue(membership_prologue(&psk));
+    }
+    Ok(tcp
         .upgrade(Version::V1Lazy)
         .authenticate(noise)
         .multiplex(yamux::Config::default())
         .timeout(Duration::from_secs(20))
         .boxed())
+}
+
+/// The noise prologue of swarm members: a one-way function of the swarm key (the prologue is
+/// never sent, only mixed into the handshake hash, so peers with different keys fail the
+/// handshake's first authenticated message).
+fn membership_prologue(psk: &PreSharedKey) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(b"shoal swarm membership v1\n");
+    h.update(psk.to_key_file().as_bytes());
+    h.finalize().to_vec()
 }
 
 fn topic(zone: &str) -> gossipsub::IdentTopic {
@@ -170,6 +182,7 @@ pub(super) async fn start(
         commands,
         responses,
         responses_tx,
+        sending: HashMap::new(),
         service,
         haves: haves.clone(),
         zone: config.zone.clone(),
@@ -198,11 +211,21 @@ fn dial(swarm: &mut Swarm<Behaviour>, addr: Multiaddr) {
     }
 }
 
+/// A response ready to send: its request, channel, message and what it holds while sent.
+type Answer = (
+    InboundRequestId,
+    ResponseChannel<proto::Response>,
+    proto::Response,
+    Option<Box<dyn std::any::Any + Send>>,
+);
+
 struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
-    responses: mpsc::Receiver<(ResponseChannel<proto::Response>, proto::Response)>,
-    responses_tx: mpsc::Sender<(ResponseChannel<proto::Response>, proto::Response)>,
+    responses: mpsc::Receiver<Answer>,
+    responses_tx: mpsc::Sender<Answer>,
+    /// What each response on the wire holds until it has been sent (see [`super::Outgoing`]).
+    sending: HashMap<InboundRequestId, Box<dyn std::any::Any + Send>>,
     service: Arc<dyn PieceService>,
     haves: broadcast::Sender<(PeerId, Have)>,
     zone: String,
@@ -226,8 +249,11 @@ impl EventLoop {
                     // Every handle is gone: the node is shutting down.
                     None => break,
                 },
-                Some((channel, response)) = self.responses.recv() => {
-                    let _ = self.swarm.behaviour_mut().pieces.send_response(channel, response);
+                Some((id, channel, response, hold)) = self.responses.recv() => {
+                    let sent = self.swarm.behaviour_mut().pieces.send_response(channel, response);
+                    if let (Ok(()), Some(hold)) = (sent, hold) {
+                        self.sending.insert(id, hold);
+                    }
                 }
                 event = self.swarm.select_next_some() => {
                     if let SwarmEvent::NewListenAddr { address, .. } = &event {
@@ -389,7 +415,11 @@ impl EventLoop {
                 }) = proto::Announcement::decode(message.data.as_slice())
                 {
                     let from = message.source.unwrap_or(propagation_source);
-                    let _ = self.haves.send((from, have));
+                    // Only peers known to be of this zone are listened to.
+                    let zone = self.peers.get(&from).and_then(|p| p.zone.as_deref());
+                    if zone == Some(self.zone.as_str()) {
+                        let _ = self.haves.send((from, have));
+                    }
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Pieces(event)) => self.pieces_event(event),
@@ -424,7 +454,9 @@ impl EventLoop {
                 peer,
                 message:
                     RrMessage::Request {
-                        request, channel, ..
+                        request_id,
+                        request,
+                        channel,
                     },
                 ..
             } => {
@@ -444,8 +476,8 @@ impl EventLoop {
                 let service = self.service.clone();
                 let responses = self.responses_tx.clone();
                 tokio::spawn(async move {
-                    let response = answer(service.as_ref(), request).await;
-                    let _ = responses.send((channel, response)).await;
+                    let (response, hold) = answer(service.as_ref(), peer, request).await;
+                    let _ = responses.send((request_id, channel, response, hold)).await;
                 });
             }
             Event::Message {
@@ -473,17 +505,29 @@ impl EventLoop {
                     }));
                 }
             }
-            Event::InboundFailure { peer, error, .. } => {
+            Event::InboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
+                self.sending.remove(&request_id);
                 tracing::debug!(%peer, %error, "inbound piece request failed");
             }
-            Event::ResponseSent { .. } => {}
+            Event::ResponseSent { request_id, .. } => {
+                self.sending.remove(&request_id);
+            }
         }
     }
 }
 
 /// Answers one piece-protocol request through the node's service.
-async fn answer(service: &dyn PieceService, request: proto::Request) -> proto::Response {
-    let bad = |m: &str| proto::Response::error(ErrorCode::BadRequest, m);
+async fn answer(
+    service: &dyn PieceService,
+    from: PeerId,
+    request: proto::Request,
+) -> (proto::Response, Option<Box<dyn std::any::Any + Send>>) {
+    let bad = |m: &str| (proto::Response::error(ErrorCode::BadRequest, m), None);
     match request.kind {
         Some(proto::RequestKind::Map(m)) => {
             let Ok(digest) = m.digest.parse::<Digest>() else {
@@ -500,26 +544,30 @@ async fn answer(service: &dyn PieceService, request: proto::Request) -> proto::R
                     _ => return bad("malformed fetch hint"),
                 }
             };
-            match service.piece_map(digest, hint).await {
+            let response = match service.piece_map(digest, hint).await {
                 Some(map) => proto::Response {
                     kind: Some(proto::ResponseKind::Map(map)),
                 },
                 None => proto::Response::error(ErrorCode::NotFound, "blob not held"),
-            }
+            };
+            (response, None)
         }
         Some(proto::RequestKind::Piece(p)) => {
             let Ok(digest) = p.digest.parse::<Digest>() else {
                 return bad("malformed digest");
             };
-            match service.piece(digest, p.index).await {
-                Ok(data) => proto::Response {
-                    kind: Some(proto::ResponseKind::Piece(proto::Piece {
-                        digest: p.digest,
-                        index: p.index,
-                        data,
-                    })),
-                },
-                Err(code) => proto::Response::error(code, "piece not served"),
+            match service.piece(from, digest, p.index).await {
+                Ok(out) => (
+                    proto::Response {
+                        kind: Some(proto::ResponseKind::Piece(proto::Piece {
+                            digest: p.digest,
+                            index: p.index,
+                            data: out.data,
+                        })),
+                    },
+                    out.hold,
+                ),
+                Err(code) => (proto::Response::error(code, "piece not served"), None),
             }
         }
         None => bad("empty request"),

@@ -35,11 +35,17 @@ impl PieceService for Memory {
         async move { map }.boxed()
     }
 
-    fn piece(&self, digest: Digest, index: u32) -> BoxFuture<'static, Result<Bytes, ErrorCode>> {
+    fn piece(
+        &self,
+        _: PeerId,
+        digest: Digest,
+        index: u32,
+    ) -> BoxFuture<'static, Result<Outgoing, ErrorCode>> {
         let piece = self
             .blobs
             .get(&digest)
             .and_then(|p| p.get(index as usize).cloned())
+            .map(Outgoing::from)
             .ok_or(ErrorCode::NotFound);
         async move { piece }.boxed()
     }
@@ -137,6 +143,10 @@ async fn peers_find_providers_and_exchange_pieces() {
         piece_size: 4,
         have: vec![0b101],
         complete: false,
+        hashes: vec![PieceHash {
+            index: 2,
+            hash: vec![7; 32],
+        }],
     };
     let heard = wait_for(async || {
         b.announce(have.clone()).await;

@@ -44,8 +44,9 @@ use files::{Paths, remove_if_exists, sync_dir};
 
 pub use error::PieceError;
 pub use map::{
-    MAX_PIECE_SIZE, MAX_PIECES, MIN_DEFAULT_PIECE_SIZE, PieceHash, PieceHasher, PieceMap,
-    bitmap_has, default_piece_size, hash_piece, piece_count,
+    MAX_PIECE_SIZE, MAX_PIECES, MIN_DEFAULT_PIECE_SIZE, MIN_PIECE_SIZE, PieceHash, PieceHasher,
+    PieceMap, bitmap_has, default_piece_size, hash_piece, piece_count, piece_size_for,
+    valid_piece_size,
 };
 
 /// Bytes written since the last checkpoint that trigger the next one.

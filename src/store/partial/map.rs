@@ -13,6 +13,8 @@ use crate::oci::Digest;
 /// The SHA-256 of one piece.
 pub type PieceHash = [u8; 32];
 
+/// Smallest piece size accepted (`--piece-size` or a peer's map).
+pub const MIN_PIECE_SIZE: u32 = 256 * 1024;
 /// Smallest piece size [`default_piece_size`] chooses.
 pub const MIN_DEFAULT_PIECE_SIZE: u32 = 4 * 1024 * 1024;
 /// Largest piece size accepted anywhere: a piece is buffered whole before it is verified, and the
@@ -47,6 +49,29 @@ pub fn default_piece_size(size: u64) -> u32 {
         piece_size *= 2;
     }
     piece_size
+}
+
+/// Whether `piece_size` is a layout this node accepts: a power of two from [`MIN_PIECE_SIZE`]
+/// to [`MAX_PIECE_SIZE`].
+pub fn valid_piece_size(piece_size: u32) -> bool {
+    piece_size.is_power_of_two() && (MIN_PIECE_SIZE..=MAX_PIECE_SIZE).contains(&piece_size)
+}
+
+/// The piece size for a blob of `size` bytes: the configured one (`--piece-size`, doubled if
+/// the blob would have more than [`MAX_PIECES`] pieces), else [`default_piece_size`].
+pub fn piece_size_for(size: u64, configured: Option<u32>) -> u32 {
+    debug_assert!(configured.is_none_or(valid_piece_size));
+    match configured {
+        Some(mut piece_size) => {
+            while piece_size < MAX_PIECE_SIZE
+                && piece_count(size, piece_size) > u64::from(MAX_PIECES)
+            {
+                piece_size *= 2;
+            }
+            piece_size
+        }
+        None => default_piece_size(size),
+    }
 }
 
 /// Whether bit `index` is set in a piece bitmap (bit i is piece i, least significant bit first

@@ -39,6 +39,13 @@ fn geometry_and_default_piece_size() {
         assert!(ps.is_power_of_two());
         assert!(piece_count(size, ps) <= 2048);
     }
+    // A configured size is kept unless the blob would have too many pieces.
+    assert_eq!(piece_size_for(10 * 1024 * MIB, Some(1 << 20)), 1 << 20);
+    assert_eq!(piece_size_for(10 * 1024 * MIB, None), 8 << 20);
+    let huge = u64::from(MAX_PIECES) * MIB * 2;
+    assert_eq!(piece_size_for(huge, Some(1 << 20)), 2 << 20);
+    assert!(valid_piece_size(MIN_PIECE_SIZE) && valid_piece_size(MAX_PIECE_SIZE));
+    assert!(!valid_piece_size(MIN_PIECE_SIZE / 2) && !valid_piece_size(3 << 20));
     let d = Digest::sha256_of(b"x");
     let map = PieceMap::new(d.clone(), 10, 4).unwrap();
     assert_eq!(map.piece_count(), 3);
