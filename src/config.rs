@@ -115,6 +115,12 @@ pub struct NodeConfig {
     /// Piece size for blobs this node cuts first, e.g. `8MiB` (a power of two from 256 KiB to
     /// 64 MiB); default chosen from the blob's size (4 MiB up to 8 GiB).
     pub piece_size: Option<ByteSize>,
+    /// Seconds a peer may deliver nothing (a piece request unanswered, or no piece at all)
+    /// before the download drops it and goes on from its verified pieces.
+    pub stall_timeout_secs: u64,
+    /// Seeds also fetch from seeds of other zones (and serve them), so a blob enters the
+    /// cluster once instead of once per zone.
+    pub zone_peering: bool,
 }
 
 impl Default for NodeConfig {
@@ -138,6 +144,8 @@ impl Default for NodeConfig {
             download_limit: None,
             max_disk: None,
             piece_size: None,
+            stall_timeout_secs: 10,
+            zone_peering: false,
         }
     }
 }
@@ -177,6 +185,10 @@ pub struct NodeSettings {
     pub max_disk: Option<ByteSize>,
     /// Configured piece size (validated).
     pub piece_size: Option<u32>,
+    /// How long a peer may deliver nothing before it is dropped from a download.
+    pub stall_timeout: Duration,
+    /// Whether seeds exchange pieces with seeds of other zones.
+    pub zone_peering: bool,
 }
 
 impl NodeConfig {
@@ -301,6 +313,8 @@ impl NodeConfig {
         };
         Ok(NodeSettings {
             piece_size,
+            stall_timeout: secs("stall_timeout_secs", self.stall_timeout_secs)?,
+            zone_peering: self.zone_peering,
             p2p_listen: multiaddrs("p2p_listen", &self.p2p_listen)?,
             bootstrap: multiaddrs("bootstrap", &self.bootstrap)?,
             bootstrap_dns,

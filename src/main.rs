@@ -15,10 +15,16 @@ fn main() -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Node(args) => run_node(&args, false).await,
+        Command::Seed(mut args) => {
+            args.seed = true;
+            run_node(&args, false).await
+        }
         Command::Up(up) => {
             let args = NodeArgs {
                 data_dir: Some(up.data_dir),
                 upstream: up.upstream,
+                // The same path as a cluster: the local node fetches as its own seed.
+                seed: true,
                 // One machine: the swarm listens on loopback only.
                 p2p_listen: vec!["/ip4/127.0.0.1/tcp/65002".into()],
                 ..NodeArgs::default()

@@ -76,7 +76,8 @@ async fn start_swarm(
         swarm_key: Some(swarm_key),
         zone: settings.zone.clone(),
         role: role(settings).into(),
-        request_timeout: std::time::Duration::from_secs(10),
+        request_timeout: settings.stall_timeout,
+        zone_peering: settings.zone_peering,
     };
     let p2p =
         crate::p2p::P2p::start(config, crate::fetch::pieces::StorePieces::new(fetcher)).await?;
@@ -120,7 +121,7 @@ impl Node {
             settings.upload_limit,
             settings.max_disk,
         )
-        .with_piece_size(settings.piece_size);
+        .with_swarm(settings.piece_size, settings.stall_timeout);
         fetcher.spawn_quota_loop();
         let p2p = start_swarm(&settings, &fetcher).await?;
         fetcher.attach_p2p(p2p);

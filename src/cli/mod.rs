@@ -43,7 +43,10 @@ pub enum LogFormat {
 pub enum Command {
     /// Run a node: the registry mirror every host pulls through.
     Node(Box<NodeArgs>),
-    /// Everything in one process for a first try (today: a node on the default ports).
+    /// Run a seed: a node that fetches from the upstream for its zone (`node --seed`).
+    Seed(Box<NodeArgs>),
+    /// Everything in one process for a first try: a node that is also its own seed, on the
+    /// default ports.
     Up(UpArgs),
     /// Print or write containerd `hosts.toml` files that send pulls through the node.
     ContainerdConfig(ContainerdConfigArgs),
@@ -128,6 +131,13 @@ pub struct NodeArgs {
     /// 64MiB) [default: from the blob's size, 4MiB up to 8GiB].
     #[arg(long, value_name = "SIZE", env = "SHOAL_PIECE_SIZE")]
     pub piece_size: Option<crate::fetch::limit::ByteSize>,
+    /// Seconds a peer may deliver nothing before a download drops it and goes on from its
+    /// verified pieces with the next source [default: 10].
+    #[arg(long, value_name = "SECS", env = "SHOAL_STALL_TIMEOUT")]
+    pub stall_timeout: Option<u64>,
+    /// Seeds also exchange pieces with seeds of other zones, so a blob enters the cluster once.
+    #[arg(long, env = "SHOAL_ZONE_PEERING")]
+    pub zone_peering: bool,
 }
 
 impl NodeArgs {
@@ -186,6 +196,12 @@ impl NodeArgs {
         }
         if self.piece_size.is_some() {
             cfg.piece_size = self.piece_size;
+        }
+        if let Some(secs) = self.stall_timeout {
+            cfg.stall_timeout_secs = secs;
+        }
+        if self.zone_peering {
+            cfg.zone_peering = true;
         }
         if self.max_disk.is_some() {
             cfg.max_disk = self.max_disk;

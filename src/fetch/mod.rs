@@ -87,6 +87,8 @@ pub struct Fetcher {
     pins: Mutex<std::collections::HashSet<Digest>>,
     /// `--piece-size` for blobs this node cuts into pieces first.
     piece_size: Option<u32>,
+    /// `--stall-timeout`: how long a peer download may receive nothing.
+    stall: std::time::Duration,
 }
 
 /// Concurrent piece uploads a node serves; further requests are answered `BUSY`.
@@ -118,17 +120,23 @@ impl Fetcher {
             readers: Default::default(),
             pins: Default::default(),
             piece_size: None,
+            stall: std::time::Duration::from_secs(10),
         })
     }
 
-    /// Sets `--piece-size` (call before sharing the engine).
+    /// Sets `--piece-size` and `--stall-timeout` (call before sharing the engine).
     ///
     /// # Panics
     /// If the engine is already shared.
-    pub fn with_piece_size(mut self: Arc<Self>, piece_size: Option<u32>) -> Arc<Self> {
-        Arc::get_mut(&mut self)
-            .expect("the piece size is set before the engine is shared")
-            .piece_size = piece_size;
+    pub fn with_swarm(
+        mut self: Arc<Self>,
+        piece_size: Option<u32>,
+        stall: std::time::Duration,
+    ) -> Arc<Self> {
+        let inner =
+            Arc::get_mut(&mut self).expect("swarm settings are set before the engine is shared");
+        inner.piece_size = piece_size;
+        inner.stall = stall;
         self
     }
 

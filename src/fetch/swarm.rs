@@ -45,8 +45,6 @@ const ELSEWHERE_BACKOFF: Duration = Duration::from_secs(1);
 const REFRESH_DEADLINE: Duration = Duration::from_secs(2);
 /// Every this many refreshes, the DHT and the zone are searched for new holders.
 const LOOK_AROUND: u32 = 8;
-/// How long a download waits without any piece arriving before it turns to the upstream.
-const STALL: Duration = Duration::from_secs(10);
 
 /// Why the peers could not deliver (the caller then tries the upstream chain).
 #[derive(Debug)]
@@ -111,6 +109,56 @@ fn designated(peers: impl IntoIterator<Item = PeerId>, digest: &Digest) -> Optio
         h.finalize()
     })
 }
+
+/// Who fetches `digest` from the upstream for this node: among the zone's seeds when it has
+/// live ones (this node included if it is one), else among all its members; with zone peering,
+/// a seed chosen so goes to the seeds of every zone instead, so the blob enters the cluster
+/// once. Peers in `failed` are passed over.
+fn choose_fetcher(
+    p2p: &P2p,
+    known: &[p2p::PeerInfo],
+    digest: &Digest,
+    failed: &HashSet<PeerId>,
+) -> PeerId {
+    let me = p2p.peer_id();
+    let zone = p2p.zone();
+    let members = || {
+        known
+            .iter()
+            .filter(move |p| p.zone.as_deref() == Some(zone))
+            .filter(|p| !failed.contains(&p.id))
+    };
+    let mut seeds: Vec<PeerId> = members().filter(|p| p.is_seed()).map(|p| p.id).collect();
+    if p2p.is_seed() {
+        seeds.push(me);
+    }
+    let chosen = if seeds.is_empty() {
+        designated(members().map(|p| p.id).chain([me]), digest)
+    } else {
+        designated(seeds, digest)
+    }
+    .unwrap_or(me);
+    if chosen == me && p2p.zone_peering() {
+        let all_seeds = known
+            .iter()
+            .filter(|p| p.is_seed() && !failed.contains(&p.id))
+            .map(|p| p.id)
+            .chain([me]);
+        return designated(all_seeds, digest).unwrap_or(me);
+    }
+    chosen
+}
+
+/// The peer that fetches the blob from the upstream for this download (`None`: this node), the
+/// hint that makes it do so, and fetchers that failed (another is chosen among the rest).
+struct FetcherChoice {
+    peer: Option<PeerId>,
+    hint: FetchHint,
+    failed: HashSet<PeerId>,
+}
+
+/// What a refresh learned: the maps, and the new fetcher if one had to be chosen.
+type Refreshed = (MapAnswers, Option<PeerId>);
 
 /// What each asked peer answered.
 type MapAnswers = Vec<(PeerId, Result<p2p::PieceMap, P2pError>)>;
@@ -214,8 +262,14 @@ impl Fetcher {
         req: &BlobRequest,
     ) -> Result<u64, PeerMiss> {
         let p2p = self.p2p.get().ok_or(PeerMiss::NoProvider)?;
-        let zone: Vec<PeerId> = p2p.zone_peers().await;
-        if zone.is_empty() {
+        let known = p2p.known_peers().await;
+        let zone: Vec<PeerId> = known
+            .iter()
+            .filter(|p| p.zone.as_deref() == Some(p2p.zone()))
+            .map(|p| p.id)
+            .collect();
+        let fetcher = choose_fetcher(p2p, &known, &req.digest, &HashSet::new());
+        if zone.is_empty() && fetcher == p2p.peer_id() {
             return Err(PeerMiss::NoProvider);
         }
         let mut providers: Vec<PeerId> = p2p
@@ -231,8 +285,6 @@ impl Fetcher {
             sample.shuffle(&mut rand::rng());
             providers.extend(sample.into_iter().take(MAP_QUERIES));
         }
-        let fetcher = designated(zone.iter().copied().chain([p2p.peer_id()]), &req.digest)
-            .expect("at least this node");
         tracing::debug!(digest = %req.digest, zone = zone.len(), providers = providers.len(), %fetcher, "looking for peers");
         let hint = FetchHint {
             registry: req.registry.clone(),
@@ -292,9 +344,13 @@ impl Fetcher {
         // Peers may take pieces from this node as soon as it has some.
         p2p.provide(&req.digest).await;
 
-        let fetcher_hint = (fetcher != p2p.peer_id()).then_some((fetcher, &hint));
+        let choice = FetcherChoice {
+            peer: (fetcher != p2p.peer_id()).then_some(fetcher),
+            hint,
+            failed: HashSet::new(),
+        };
         match self
-            .fetch_pieces(p2p, dl, &partial, survey, fetcher_hint)
+            .fetch_pieces(p2p, dl, &partial, survey, choice)
             .await
         {
             Ok(()) => {}
@@ -342,7 +398,7 @@ impl Fetcher {
         dl: &Download,
         partial: &Arc<Mutex<PartialBlob>>,
         mut survey: Survey,
-        fetcher: Option<(PeerId, &FetchHint)>,
+        mut choice: FetcherChoice,
     ) -> Result<(), PeerMiss> {
         let digest = dl.digest.clone();
         let mut missing: Vec<u32> = partial.lock().unwrap().missing();
@@ -350,7 +406,9 @@ impl Fetcher {
         let mut tasks: JoinSet<(PeerId, u32, Result<bytes::Bytes, P2pError>)> = JoinSet::new();
         let mut last_progress = tokio::time::Instant::now();
         let mut ticks = 0u32;
-        let mut refreshing: Option<tokio::task::JoinHandle<MapAnswers>> = None;
+        let mut refreshing: Option<tokio::task::JoinHandle<Refreshed>> = None;
+        // The fetcher failed: choose another at the next refresh.
+        let mut redesignate = false;
         let mut refresh = tokio::time::interval(REFRESH);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut haves = p2p.subscribe_haves();
@@ -370,13 +428,28 @@ impl Fetcher {
                 Some(done) = tasks.join_next() => done.expect("piece task does not panic"),
                 // A refresh runs beside the piece requests, so a slow peer's map does not hold
                 // up the pieces that arrive meanwhile.
-                Some(answers) = async {
+                Some((answers, chosen)) = async {
                     match &mut refreshing {
                         Some(task) => Some(task.await.unwrap_or_default()),
                         None => std::future::pending().await,
                     }
                 } => {
                     refreshing = None;
+                    if let Some(chosen) = chosen {
+                        if chosen == p2p.peer_id() {
+                            // This node is next in line: the rest comes from the upstream.
+                            tracing::info!(%digest, "the fetcher failed; fetching the rest");
+                            return Err(PeerMiss::Exhausted);
+                        }
+                        tracing::info!(%digest, fetcher = %chosen, "the fetcher failed; another takes over");
+                        choice.peer = Some(chosen);
+                    }
+                    if let Some(f) = choice.peer
+                        && answers.iter().any(|(p, a)| *p == f && matches!(a, Err(P2pError::Peer { .. })))
+                    {
+                        choice.failed.insert(f);
+                        redesignate = true;
+                    }
                     survey.merge(&digest, answers);
                     if let Some(layout) = &survey.layout {
                         let learned = partial.lock().unwrap().merge_map(layout).is_ok();
@@ -405,7 +478,7 @@ impl Fetcher {
                     continue;
                 }
                 _ = refresh.tick() => {
-                    if last_progress.elapsed() > STALL {
+                    if last_progress.elapsed() > self.stall {
                         tracing::warn!(%digest, missing = missing.len(), "peers stalled");
                         return Err(PeerMiss::Exhausted);
                     }
@@ -415,17 +488,26 @@ impl Fetcher {
                         ticks += 1;
                         tracing::debug!(missing = missing.len(), "refreshing piece maps");
                         let mut peers: Vec<PeerId> = survey.holders.keys().copied().collect();
-                        peers.extend(fetcher.map(|(f, _)| f));
                         peers.retain(|p| !self.is_faulty(p));
                         let look_around = ticks % LOOK_AROUND == 1;
                         let (p2p, digest) = (p2p.clone(), digest.clone());
-                        let fetcher = fetcher.map(|(f, h)| (f, h.clone()));
+                        let mut fetcher = choice.peer;
+                        let hint = choice.hint.clone();
+                        let failed = std::mem::take(&mut redesignate).then(|| choice.failed.clone());
                         let faulty: HashSet<PeerId> =
                             self.peer_faults.lock().unwrap().iter()
                                 .filter(|(_, n)| **n >= BAN_AFTER)
                                 .map(|(p, _)| *p)
                                 .collect();
                         refreshing = Some(tokio::spawn(async move {
+                            let mut chosen = None;
+                            if let Some(failed) = failed {
+                                let known = p2p.known_peers().await;
+                                let next = choose_fetcher(&p2p, &known, &digest, &failed);
+                                chosen = Some(next);
+                                fetcher = (next != p2p.peer_id()).then_some(next);
+                            }
+                            peers.extend(fetcher);
                             if look_around {
                                 let zone = p2p.zone_peers().await;
                                 let found = tokio::time::timeout(REFRESH_DEADLINE, p2p.providers(&digest))
@@ -439,13 +521,14 @@ impl Fetcher {
                             peers.retain(|p| !faulty.contains(p));
                             peers.sort();
                             peers.dedup();
-                            let hint = fetcher.as_ref().map(|(f, h)| (*f, h));
-                            tokio::time::timeout(
+                            let hint = fetcher.map(|f| (f, &hint));
+                            let answers = tokio::time::timeout(
                                 REFRESH_DEADLINE,
                                 fetch_maps(&p2p, &digest, &peers, hint),
                             )
                             .await
-                            .unwrap_or_default()
+                            .unwrap_or_default();
+                            (answers, chosen)
                         }));
                     }
                     continue;
@@ -481,6 +564,10 @@ impl Fetcher {
                     // Dead, slow or refusing: not asked again in this download.
                     tracing::info!(%peer, error = %e, "dropping peer from this download");
                     survey.holders.remove(&peer);
+                    if choice.peer == Some(peer) && matches!(e, P2pError::Peer { .. }) {
+                        choice.failed.insert(peer);
+                        redesignate = true;
+                    }
                     continue;
                 }
             };

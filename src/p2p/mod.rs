@@ -43,6 +43,9 @@ pub struct P2pConfig {
     pub role: String,
     /// How long a piece request may take before the peer counts as failed.
     pub request_timeout: Duration,
+    /// Seeds of different zones exchange pieces (both must be seeds, and this node must
+    /// allow it).
+    pub zone_peering: bool,
 }
 
 /// Where a blob can be fetched from: asking a peer with this hint makes it the fetcher.
@@ -127,6 +130,13 @@ pub struct PeerInfo {
     pub role: Option<String>,
 }
 
+impl PeerInfo {
+    /// Whether it said it is a seed.
+    pub fn is_seed(&self) -> bool {
+        self.role.as_deref() == Some("seed")
+    }
+}
+
 pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
@@ -148,6 +158,8 @@ pub(crate) enum Command {
 pub struct P2p {
     peer_id: PeerId,
     zone: String,
+    seed: bool,
+    zone_peering: bool,
     commands: mpsc::Sender<Command>,
     haves: broadcast::Sender<(PeerId, Have)>,
 }
@@ -174,22 +186,41 @@ impl P2p {
         &self.zone
     }
 
-    /// Connected peers of this node's zone. Peers that just connected and have not said their
-    /// zone yet are waited for briefly, so that a fresh connection is not mistaken for none.
-    pub async fn zone_peers(&self) -> Vec<PeerId> {
+    /// Whether this node is a seed.
+    pub fn is_seed(&self) -> bool {
+        self.seed
+    }
+
+    /// Whether this node exchanges pieces with seeds of other zones (as a seed).
+    pub fn zone_peering(&self) -> bool {
+        self.zone_peering && self.seed
+    }
+
+    /// Connected peers whose zone and role are known. Peers that just connected and have not
+    /// said them yet are waited for briefly, so that a fresh connection is not mistaken for
+    /// none.
+    pub async fn known_peers(&self) -> Vec<PeerInfo> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         loop {
             let peers = self.peers().await;
             let unknown = peers.iter().any(|p| p.zone.is_none());
             if !unknown || tokio::time::Instant::now() >= deadline {
-                return peers
-                    .into_iter()
-                    .filter(|p| p.zone.as_deref() == Some(self.zone.as_str()))
-                    .map(|p| p.id)
-                    .collect();
+                return peers.into_iter().filter(|p| p.zone.is_some()).collect();
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Connected peers of this node's zone.
+    pub async fn zone_members(&self) -> Vec<PeerInfo> {
+        let mut peers = self.known_peers().await;
+        peers.retain(|p| p.zone.as_deref() == Some(self.zone.as_str()));
+        peers
+    }
+
+    /// Connected peers of this node's zone, by id.
+    pub async fn zone_peers(&self) -> Vec<PeerId> {
+        self.zone_members().await.into_iter().map(|p| p.id).collect()
     }
 
     async fn ask<T>(

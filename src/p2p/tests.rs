@@ -68,6 +68,7 @@ async fn node(
         swarm_key: psk,
         zone: zone.into(),
         role: "node".into(),
+        zone_peering: false,
         request_timeout: Duration::from_secs(5),
     };
     P2p::start(config, Arc::new(service)).await.unwrap()
