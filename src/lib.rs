@@ -27,4 +27,5 @@ pub mod mirror;
 pub mod node;
 pub mod oci;
 pub mod p2p;
+pub mod preheat;
 pub mod store;

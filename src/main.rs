@@ -49,6 +49,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Preheat(args) => {
+            let code = shoal::cli::preheat::run(&args).await?;
+            std::process::exit(code);
+        }
         Command::SwarmKey => {
             print!("{}", shoal::p2p::keys::generate_swarm_key());
             Ok(())

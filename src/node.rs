@@ -124,6 +124,9 @@ impl Node {
         .with_swarm(settings.piece_size, settings.stall_timeout);
         fetcher.spawn_quota_loop();
         let p2p = start_swarm(&settings, &fetcher).await?;
+        let preheater =
+            crate::preheat::Preheater::new(fetcher.clone(), role(&settings), &settings.zone);
+        preheater.listen(&p2p);
         fetcher.attach_p2p(p2p);
         let mirror_addr = mirror_listener.local_addr()?;
         let info = admin::NodeInfo {
@@ -143,6 +146,7 @@ impl Node {
                 fetcher,
                 registry,
                 info: Arc::new(info),
+                preheater,
             },
         })
     }

@@ -12,9 +12,7 @@ use common::{
 const MIB: usize = 1024 * 1024;
 const LOG_WAIT: Duration = Duration::from_secs(5);
 
-fn tools(names: &[&str]) -> bool {
-    names.iter().all(|n| common::require_tool(n))
-}
+use common::tools;
 
 /// GETs `url` with `accept`, panicking unless it answers 200; returns the body digest.
 fn get_digest(url: &str, accept: &str) -> String {

@@ -14,9 +14,7 @@ use common::{
 
 const MIB: usize = 1024 * 1024;
 
-fn tools(names: &[&str]) -> bool {
-    names.iter().all(|n| common::require_tool(n))
-}
+use common::tools;
 
 fn node_for(registry: &Registry, extra: &[&str]) -> ShoalNode {
     let upstream = format!("docker.io={}", registry.url());
@@ -323,7 +321,9 @@ fn private_repository_content_is_served_only_to_clients_the_upstream_accepts() {
 
 #[test]
 fn admin_endpoints_report_status_and_metrics() {
-    let node = ShoalNode::start(&["--zone", "z1"]);
+    let upstream = common::fake::FakeRegistry::start(|_| common::fake::Reply::status(401));
+    let up = format!("docker.io={}", upstream.url());
+    let node = ShoalNode::start(&["--zone", "z1", "--upstream", &up]);
     let status = http_request("GET", &node.admin_url("/status"), &[], &[]).unwrap();
     assert_eq!(status.status, 200);
     let v: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
@@ -331,6 +331,10 @@ fn admin_endpoints_report_status_and_metrics() {
     assert_eq!(v["zone"], "z1");
     assert_eq!(v["peers"], 0);
     assert!(v.get("peer_id").is_some() && v.get("listen_addrs").is_some());
+    assert_eq!(v["seeds"], serde_json::json!([]));
+    assert_eq!(v["served_bytes"]["upstream"], 0);
+    assert_eq!(v["downloads"], serde_json::json!([]));
+    // Ready: the store is writable and the upstream answers (any status counts).
     for path in ["/healthz", "/readyz"] {
         assert_eq!(
             http_request("GET", &node.admin_url(path), &[], &[])
@@ -339,6 +343,19 @@ fn admin_endpoints_report_status_and_metrics() {
             200
         );
     }
+    assert!(upstream.count("GET", "/v2/") >= 1);
+    // With no peer and no source that answers, the node is alive but not ready.
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let lonely = ShoalNode::start(&["--upstream", &format!("docker.io={dead}")]);
+    assert_eq!(
+        http_request("GET", &lonely.admin_url("/healthz"), &[], &[])
+            .unwrap()
+            .status,
+        200
+    );
+    let not_ready = http_request("GET", &lonely.admin_url("/readyz"), &[], &[]).unwrap();
+    assert_eq!(not_ready.status, 503);
+    assert!(String::from_utf8_lossy(&not_ready.body).contains("no source reachable"));
     let metrics = http_request("GET", &node.admin_url("/metrics"), &[], &[]).unwrap();
     let text = String::from_utf8(metrics.body).unwrap();
     for name in [

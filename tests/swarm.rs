@@ -291,6 +291,7 @@ async fn a_peer_that_sends_corrupt_pieces_is_caught_and_banned() {
         zone: "default".into(),
         role: "node".into(),
         request_timeout: Duration::from_secs(10),
+        zone_peering: false,
     };
     let probe = shoal::p2p::P2p::start(
         shoal::p2p::P2pConfig {

@@ -5,6 +5,8 @@ mod runtime_config;
 
 use std::path::PathBuf;
 
+pub mod preheat;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{ConfigError, NodeConfig, split_host_url};
@@ -52,6 +54,8 @@ pub enum Command {
     ContainerdConfig(ContainerdConfigArgs),
     /// Print the Docker daemon.json fragment that sends pulls through the node.
     DockerConfig(DockerConfigArgs),
+    /// Fetch an image ahead of need into the seeds, a zone or every node, and follow progress.
+    Preheat(PreheatArgs),
     /// Print a new swarm key (give the same file to every node with --swarm-key).
     SwarmKey,
 }
@@ -208,6 +212,35 @@ impl NodeArgs {
         }
         Ok(cfg)
     }
+}
+
+/// Flags of `shoal preheat`.
+#[derive(Debug, Args)]
+pub struct PreheatArgs {
+    /// The image, e.g. `nginx:1.27` or `registry.example.com/team/app@sha256:…`.
+    pub image: String,
+    /// A platform of a multi-platform image to fetch (repeatable) [default: all].
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Vec<String>,
+    /// Which nodes fetch it: `seeds`, `zone` (every node of the zone) or `all`.
+    #[arg(long, default_value = "seeds")]
+    pub scope: String,
+    /// The zone [default: for `zone`, the node's; for `seeds`, every zone].
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// The admin URL of the node that gives the order.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:65003",
+        env = "SHOAL_NODE_ADMIN"
+    )]
+    pub node: String,
+    /// Return once the order is given, without following it.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up following after this many seconds (exit status 1).
+    #[arg(long, default_value_t = 3600)]
+    pub timeout: u64,
 }
 
 /// Flags of `shoal up`.

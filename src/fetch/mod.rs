@@ -10,7 +10,7 @@ pub mod download;
 pub mod evict;
 mod failures;
 pub mod limit;
-mod manifest;
+pub mod manifest;
 pub mod pieces;
 pub mod sources;
 mod swarm;
@@ -192,6 +192,39 @@ impl Fetcher {
     /// The swarm, if attached.
     pub fn p2p(&self) -> Option<&crate::p2p::P2p> {
         self.p2p.get()
+    }
+
+    /// Whether some source can serve: a peer of the zone is connected, or a configured
+    /// upstream or standby mirror answers (`GET /v2/`, any status, within 2 s).
+    pub async fn any_source_reachable(&self) -> bool {
+        if let Some(p2p) = self.p2p.get()
+            && !p2p.zone_peers().await.is_empty()
+        {
+            return true;
+        }
+        let probes = self
+            .registries
+            .endpoints()
+            .into_iter()
+            .map(|url| async move {
+                self.client
+                    .answers(&url, std::time::Duration::from_secs(2))
+                    .await
+            });
+        futures_util::future::join_all(probes)
+            .await
+            .into_iter()
+            .any(|ok| ok)
+    }
+
+    /// The downloads running now, with their progress.
+    pub fn downloads(&self) -> Vec<(Digest, download::Progress)> {
+        self.inflight
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(d, dl)| (d.clone(), dl.progress()))
+            .collect()
     }
 
     /// Piece uploads running now.

@@ -37,6 +37,20 @@ impl Registries {
         self.credentials.insert(host, credentials);
     }
 
+    /// Every configured upstream and standby mirror (Docker Hub's registry when none is).
+    pub fn endpoints(&self) -> Vec<Url> {
+        let mut all: Vec<Url> = self
+            .upstreams
+            .values()
+            .chain(self.fallbacks.values().flatten())
+            .cloned()
+            .collect();
+        if all.is_empty() {
+            all.push(default_upstream(&"docker.io".parse().expect("valid host")));
+        }
+        all
+    }
+
     /// The sources for `host`, in the order they are tried.
     pub fn chain(&self, host: &RegistryHost) -> Vec<(Source, Endpoint)> {
         let credentials = self.credentials.get(host).cloned();

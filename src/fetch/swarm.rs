@@ -349,10 +349,7 @@ impl Fetcher {
             hint,
             failed: HashSet::new(),
         };
-        match self
-            .fetch_pieces(p2p, dl, &partial, survey, choice)
-            .await
-        {
+        match self.fetch_pieces(p2p, dl, &partial, survey, choice).await {
             Ok(()) => {}
             // Keep what the peers gave; only the rest comes from the upstream.
             Err(PeerMiss::Exhausted) => self.missing_from_upstream(dl, req, &partial).await?,

@@ -112,6 +112,14 @@ impl RegistryClient {
         })
     }
 
+    /// Whether a registry answers at all (`GET /v2/`, any HTTP status) within `timeout`.
+    pub async fn answers(&self, base: &reqwest::Url, timeout: Duration) -> bool {
+        let Ok(url) = base.join("v2/") else {
+            return false;
+        };
+        self.http.get(url).timeout(timeout).send().await.is_ok()
+    }
+
     /// Sends `req` to `endpoint`, authenticating as the client (or with the endpoint's configured
     /// credentials when the client sent none). A `Bearer` challenge is answered with the token
     /// flow and the request retried once; an upstream 401 that survives that is returned as is,

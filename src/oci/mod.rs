@@ -13,4 +13,4 @@ pub use client::{Endpoint, RegistryClient, Timeouts, TransportError, UpstreamReq
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::{ErrorCode, RegistryError};
 pub use media::MediaType;
-pub use name::{NameError, Reference, RegistryHost, RepoName, Tag};
+pub use name::{ImageRef, NameError, Reference, RegistryHost, RepoName, Tag};

@@ -241,9 +241,114 @@ impl fmt::Debug for Reference {
     }
 }
 
+/// An image reference as `docker pull` and `ctr images pull` take it: `nginx`,
+/// `library/nginx:1.27`, `ghcr.io/org/app@sha256:…`, `registry.local:5000/team/app:v2`.
+/// Normalized the way Docker does: no registry means `docker.io`, a one-part name on
+/// `docker.io` lives under `library/`, no tag means `latest`; with both a tag and a digest the
+/// digest is the reference.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// The registry.
+    pub registry: RegistryHost,
+    /// The repository.
+    pub repo: RepoName,
+    /// The tag or digest.
+    pub reference: Reference,
+}
+
+impl FromStr for ImageRef {
+    type Err = NameError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (rest, digest) = match s.split_once('@') {
+            Some((r, d)) => (r, Some(d.parse::<Digest>()?)),
+            None => (s, None),
+        };
+        // A tag follows the last ':' after the last '/' (a ':' before it is a port).
+        let name_start = rest.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match rest[name_start..].rsplit_once(':') {
+            Some((_, t)) => (&rest[..rest.len() - t.len() - 1], Some(t.parse::<Tag>()?)),
+            None => (rest, None),
+        };
+        let (registry, path) = match name.split_once('/') {
+            Some((first, path))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                (first.parse::<RegistryHost>()?, path.to_owned())
+            }
+            _ => ("docker.io".parse::<RegistryHost>()?, name.to_owned()),
+        };
+        let path = if registry.as_str() == "docker.io" && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path
+        };
+        let reference = match (digest, tag) {
+            (Some(d), _) => Reference::Digest(d),
+            (None, Some(t)) => Reference::Tag(t),
+            (None, None) => Reference::Tag("latest".parse()?),
+        };
+        Ok(ImageRef {
+            registry,
+            repo: path.parse()?,
+            reference,
+        })
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sep = match self.reference {
+            Reference::Tag(_) => ':',
+            Reference::Digest(_) => '@',
+        };
+        write!(f, "{}/{}{sep}{}", self.registry, self.repo, self.reference)
+    }
+}
+
+impl fmt::Debug for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_references_normalize_like_docker() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        for (input, want) in [
+            ("nginx", "docker.io/library/nginx:latest"),
+            ("nginx:1.27", "docker.io/library/nginx:1.27"),
+            ("team/app:v2", "docker.io/team/app:v2"),
+            ("docker.io/nginx", "docker.io/library/nginx:latest"),
+            ("ghcr.io/org/app:1", "ghcr.io/org/app:1"),
+            ("localhost/app", "localhost/app:latest"),
+            ("127.0.0.1:5000/a/b/c:t", "127.0.0.1:5000/a/b/c:t"),
+            ("registry.local:5000/app", "registry.local:5000/app:latest"),
+        ] {
+            assert_eq!(
+                input.parse::<ImageRef>().unwrap().to_string(),
+                want,
+                "{input}"
+            );
+        }
+        let r: ImageRef = format!("ghcr.io/org/app:1@{d}").parse().unwrap();
+        assert_eq!(r.reference, Reference::Digest(d.parse().unwrap()));
+        assert_eq!(r.to_string(), format!("ghcr.io/org/app@{d}"));
+        for bad in [
+            "",
+            "UPPER/case",
+            "app:bad tag",
+            "app@sha256:short",
+            "host:99999/app",
+            "a//b",
+        ] {
+            assert!(bad.parse::<ImageRef>().is_err(), "{bad:?}");
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

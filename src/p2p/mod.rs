@@ -23,7 +23,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::oci::Digest;
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
-pub use proto::{ErrorCode, Have, PieceHash, PieceMap};
+pub use proto::{
+    ErrorCode, Have, PieceHash, PieceMap, PreheatOrder, PreheatProgress, Task, TaskKind,
+};
 
 /// How this node takes part in the swarm.
 #[derive(Clone)]
@@ -150,6 +152,7 @@ pub(crate) enum Command {
         oneshot::Sender<Result<proto::Response, P2pError>>,
     ),
     Announce(Have),
+    PublishTask(Task),
     Ban(PeerId),
 }
 
@@ -162,6 +165,7 @@ pub struct P2p {
     zone_peering: bool,
     commands: mpsc::Sender<Command>,
     haves: broadcast::Sender<(PeerId, Have)>,
+    tasks: broadcast::Sender<(PeerId, Task)>,
 }
 
 impl P2p {
@@ -220,7 +224,11 @@ impl P2p {
 
     /// Connected peers of this node's zone, by id.
     pub async fn zone_peers(&self) -> Vec<PeerId> {
-        self.zone_members().await.into_iter().map(|p| p.id).collect()
+        self.zone_members()
+            .await
+            .into_iter()
+            .map(|p| p.id)
+            .collect()
     }
 
     async fn ask<T>(
@@ -336,6 +344,16 @@ impl P2p {
     /// Announcements from peers of this zone.
     pub fn subscribe_haves(&self) -> broadcast::Receiver<(PeerId, Have)> {
         self.haves.subscribe()
+    }
+
+    /// Publishes a message on the cluster-wide task topic.
+    pub async fn publish_task(&self, task: Task) {
+        let _ = self.commands.send(Command::PublishTask(task)).await;
+    }
+
+    /// Task messages from any peer (with their author).
+    pub fn subscribe_tasks(&self) -> broadcast::Receiver<(PeerId, Task)> {
+        self.tasks.subscribe()
     }
 
     /// Whether the swarm task has stopped.

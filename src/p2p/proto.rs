@@ -147,6 +147,83 @@ pub enum ErrorCode {
     Elsewhere = 5,
 }
 
+/// `Task` in the schema (the cluster-wide topic).
+#[derive(Clone, PartialEq, Message)]
+pub struct Task {
+    /// What is published.
+    #[prost(oneof = "TaskKind", tags = "1, 2")]
+    pub kind: Option<TaskKind>,
+}
+
+/// `Task.kind`.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum TaskKind {
+    /// A preheat order.
+    #[prost(message, tag = "1")]
+    Preheat(PreheatOrder),
+    /// A node's progress on one.
+    #[prost(message, tag = "2")]
+    Progress(PreheatProgress),
+}
+
+/// `PreheatOrder` in the schema.
+#[derive(Clone, PartialEq, Message)]
+pub struct PreheatOrder {
+    /// Chosen by the ordering node.
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// Registry host.
+    #[prost(string, tag = "2")]
+    pub registry: String,
+    /// Repository.
+    #[prost(string, tag = "3")]
+    pub repository: String,
+    /// Tag or digest.
+    #[prost(string, tag = "4")]
+    pub reference: String,
+    /// Platforms of an index to fetch; empty: all.
+    #[prost(string, repeated, tag = "5")]
+    pub platforms: Vec<String>,
+    /// `seeds`, `zone` or `all`.
+    #[prost(string, tag = "6")]
+    pub scope: String,
+    /// The zone, for `seeds` (empty: every zone) and `zone`.
+    #[prost(string, tag = "7")]
+    pub zone: String,
+}
+
+/// `PreheatProgress` in the schema.
+#[derive(Clone, PartialEq, Message)]
+pub struct PreheatProgress {
+    /// The order's id.
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// The reporting node's zone.
+    #[prost(string, tag = "2")]
+    pub zone: String,
+    /// Its role.
+    #[prost(string, tag = "3")]
+    pub role: String,
+    /// Blobs it holds.
+    #[prost(uint32, tag = "4")]
+    pub blobs_done: u32,
+    /// Blobs to fetch.
+    #[prost(uint32, tag = "5")]
+    pub blobs_total: u32,
+    /// Bytes of the blobs it holds.
+    #[prost(uint64, tag = "6")]
+    pub bytes_done: u64,
+    /// Bytes of all the blobs.
+    #[prost(uint64, tag = "7")]
+    pub bytes_total: u64,
+    /// No more reports follow.
+    #[prost(bool, tag = "8")]
+    pub finished: bool,
+    /// Why it failed (finished without success).
+    #[prost(string, tag = "9")]
+    pub error: String,
+}
+
 /// `Announcement` in the schema.
 #[derive(Clone, PartialEq, Message)]
 pub struct Announcement {

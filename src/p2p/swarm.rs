@@ -73,6 +73,11 @@ fn topic(zone: &str) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("/shoal/zone/{zone}/1"))
 }
 
+/// The cluster-wide topic of task orders and progress.
+fn tasks_topic() -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new("/shoal/tasks/1")
+}
+
 /// `shoal/<version> zone=<zone> role=<role>`: identify's agent string carries locality.
 fn agent(zone: &str, role: &str) -> String {
     format!(
@@ -169,17 +174,20 @@ pub(super) async fn start(
             .listen_on(addr.clone())
             .map_err(|e| P2pError::Transport(format!("listen on {addr}: {e}")))?;
     }
-    swarm
-        .behaviour_mut()
-        .gossip
-        .subscribe(&topic(&config.zone))
-        .map_err(|e| P2pError::Transport(e.to_string()))?;
+    for t in [topic(&config.zone), tasks_topic()] {
+        swarm
+            .behaviour_mut()
+            .gossip
+            .subscribe(&t)
+            .map_err(|e| P2pError::Transport(e.to_string()))?;
+    }
     for addr in &config.bootstrap {
         dial(&mut swarm, addr.clone());
     }
     let peer_id = *swarm.local_peer_id();
     let (commands_tx, commands) = mpsc::channel(256);
     let (haves, _) = broadcast::channel(1024);
+    let (tasks, _) = broadcast::channel(1024);
     let (responses_tx, responses) = mpsc::channel(256);
     let event_loop = EventLoop {
         swarm,
@@ -189,6 +197,7 @@ pub(super) async fn start(
         sending: HashMap::new(),
         service,
         haves: haves.clone(),
+        tasks: tasks.clone(),
         zone: config.zone.clone(),
         seed: config.role == "seed",
         zone_peering: config.zone_peering,
@@ -207,6 +216,7 @@ pub(super) async fn start(
         zone_peering: config.zone_peering,
         commands: commands_tx,
         haves,
+        tasks,
     })
 }
 
@@ -236,6 +246,7 @@ struct EventLoop {
     sending: HashMap<InboundRequestId, Box<dyn std::any::Any + Send>>,
     service: Arc<dyn PieceService>,
     haves: broadcast::Sender<(PeerId, Have)>,
+    tasks: broadcast::Sender<(PeerId, proto::Task)>,
     zone: String,
     /// This node is a seed.
     seed: bool,
@@ -330,6 +341,16 @@ impl EventLoop {
                     .send_request(&peer, request);
                 self.pending_requests.insert(id, reply);
             }
+            Command::PublishTask(task) => {
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossip
+                    .publish(tasks_topic(), task.encode_to_vec());
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "task message not published");
+                }
+            }
             Command::Announce(have) => {
                 let msg = proto::Announcement {
                     kind: Some(proto::AnnouncementKind::Have(have)),
@@ -422,7 +443,12 @@ impl EventLoop {
                 message,
                 ..
             })) => {
-                if let Ok(proto::Announcement {
+                if message.topic == tasks_topic().hash() {
+                    let from = message.source.unwrap_or(propagation_source);
+                    if let Ok(task) = proto::Task::decode(message.data.as_slice()) {
+                        let _ = self.tasks.send((from, task));
+                    }
+                } else if let Ok(proto::Announcement {
                     kind: Some(proto::AnnouncementKind::Have(have)),
                 }) = proto::Announcement::decode(message.data.as_slice())
                 {
@@ -473,8 +499,7 @@ impl EventLoop {
                 ..
             } => {
                 let asker = self.peers.get(&peer);
-                let same_zone =
-                    asker.and_then(|p| p.zone.as_deref()) == Some(self.zone.as_str());
+                let same_zone = asker.and_then(|p| p.zone.as_deref()) == Some(self.zone.as_str());
                 // Between zones, only seeds exchange pieces, and only where allowed.
                 let peering =
                     self.zone_peering && self.seed && asker.is_some_and(PeerInfo::is_seed);

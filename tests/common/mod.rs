@@ -76,6 +76,11 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
         })
 }
 
+/// [`require_tool`] for each of `names`.
+pub fn tools(names: &[&str]) -> bool {
+    names.iter().all(|n| require_tool(n))
+}
+
 /// A currently free TCP port on 127.0.0.1 (bound, read and released).
 pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))

@@ -1,0 +1,716 @@
+//! Preheat: an image fetched ahead of need into the seeds, or onto every node of a zone or of
+//! the cluster.
+//!
+//! The node that receives the order (`POST /api/v1/preheat` on its admin port, which
+//! `shoal preheat` calls) resolves the image first, so that a bad reference, an unknown image,
+//! refused credentials or an unreachable registry is answered at once, and nothing is started.
+//! It then publishes the order on the cluster's task topic. Every node the scope names
+//! resolves the reference itself (so that its own store holds the manifests and its
+//! authorization cache the upstream's answers, for pulls while the upstream is down), then
+//! fetches each blob through the usual chain (peers, seeds, upstream, fallbacks) and reports
+//! its progress on the same topic; the ordering node collects the reports for its status.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt as _;
+use http::HeaderValue;
+use oci_spec::image::{ImageIndex, ImageManifest};
+use serde::Serialize;
+
+use crate::fetch::authz::ObjectKind;
+use crate::fetch::manifest::ManifestRequest;
+use crate::fetch::{Blob, BlobRequest, Fetcher};
+use crate::oci::media::{DOCKER_MANIFEST_LIST, MANIFEST_TYPES, OCI_INDEX};
+use crate::oci::{Digest, ErrorCode, ImageRef, Reference, RegistryError};
+use crate::p2p::{P2p, PeerId, PreheatOrder, PreheatProgress, Task, TaskKind};
+
+/// Blobs one node fetches at once for a preheat.
+const PARALLEL_BLOBS: usize = 3;
+/// The shortest time between two progress reports of one node.
+const REPORT_EVERY: Duration = Duration::from_millis(250);
+/// Orders remembered (to ignore repeats) and kept for status.
+const MAX_ORDERS: usize = 1024;
+
+/// Which nodes fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// The seeds (of one zone, or of every zone).
+    Seeds,
+    /// Every node of one zone.
+    Zone,
+    /// Every node.
+    All,
+}
+
+impl FromStr for Scope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "seeds" => Ok(Scope::Seeds),
+            "zone" => Ok(Scope::Zone),
+            "all" => Ok(Scope::All),
+            other => Err(format!("unknown scope {other:?} (seeds, zone or all)")),
+        }
+    }
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scope::Seeds => "seeds",
+            Scope::Zone => "zone",
+            Scope::All => "all",
+        }
+    }
+}
+
+/// A platform of an image index: `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    os: String,
+    arch: String,
+    variant: Option<String>,
+}
+
+impl FromStr for Platform {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok =
+            |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        match parts.as_slice() {
+            [os, arch] if ok(os) && ok(arch) => Ok(Platform {
+                os: (*os).into(),
+                arch: (*arch).into(),
+                variant: None,
+            }),
+            [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => Ok(Platform {
+                os: (*os).into(),
+                arch: (*arch).into(),
+                variant: Some((*variant).into()),
+            }),
+            _ => Err(format!(
+                "invalid platform {s:?} (os/arch or os/arch/variant)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        match &self.variant {
+            Some(v) => write!(f, "/{v}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Platform {
+    /// Whether an index entry's platform is this one (no variant asked: any variant).
+    fn matches(&self, p: &oci_spec::image::Platform) -> bool {
+        p.os().to_string() == self.os
+            && p.architecture().to_string() == self.arch
+            && self
+                .variant
+                .as_ref()
+                .is_none_or(|v| p.variant().as_deref() == Some(v.as_str()))
+    }
+}
+
+/// What an image is made of, as one node resolved it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Resolved {
+    /// The manifests read (the index first, if any).
+    pub manifests: Vec<Digest>,
+    /// Every config and layer blob, once each, with its size.
+    pub blobs: Vec<(Digest, u64)>,
+}
+
+impl Resolved {
+    /// Bytes of all the blobs.
+    pub fn bytes(&self) -> u64 {
+        self.blobs.iter().map(|(_, s)| s).sum()
+    }
+}
+
+fn bad_manifest(digest: &Digest, e: impl std::fmt::Display) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::ManifestInvalid,
+        format!("manifest {digest} cannot be read: {e}"),
+    )
+}
+
+/// Resolves `image` through `fetcher`'s manifest path (which stores the manifests and records
+/// that the upstream let this node read them), down to its blobs: every platform of an index,
+/// or those in `platforms`.
+///
+/// # Errors
+/// The upstream's answer (unknown manifest, unauthorized), the chain's failure, a manifest that
+/// does not parse, or platforms the index does not have.
+pub async fn resolve(
+    fetcher: &Fetcher,
+    image: &ImageRef,
+    platforms: &[Platform],
+) -> Result<Resolved, RegistryError> {
+    let accept: Vec<HeaderValue> = MANIFEST_TYPES
+        .iter()
+        .map(|t| HeaderValue::from_static(t))
+        .collect();
+    let get = |reference: Reference| {
+        let req = ManifestRequest {
+            registry: image.registry.clone(),
+            repo: image.repo.clone(),
+            reference,
+            accept: accept.clone(),
+            credentials: None,
+            head: false,
+        };
+        async move {
+            let m = fetcher.fetch_manifest(&req).await?;
+            let body = match m.body {
+                Some(b) => b,
+                None => fetcher
+                    .stored_manifest(&m.digest)
+                    .and_then(|s| s.body)
+                    .ok_or_else(|| bad_manifest(&m.digest, "no body"))?,
+            };
+            Ok::<_, RegistryError>((m.digest, m.media_type, body))
+        }
+    };
+    let mut out = Resolved::default();
+    let (digest, media_type, body) = get(image.reference.clone()).await?;
+    out.manifests.push(digest.clone());
+    let is_index = [OCI_INDEX, DOCKER_MANIFEST_LIST].contains(&media_type.as_str());
+    let manifests = if is_index {
+        let index: ImageIndex =
+            serde_json::from_slice(&body).map_err(|e| bad_manifest(&digest, e))?;
+        let mut chosen = Vec::new();
+        for d in index.manifests() {
+            let wanted = platforms.is_empty()
+                || d.platform()
+                    .as_ref()
+                    .is_some_and(|p| platforms.iter().any(|w| w.matches(p)));
+            if wanted {
+                chosen.push(
+                    d.digest()
+                        .to_string()
+                        .parse::<Digest>()
+                        .map_err(|e| bad_manifest(&digest, e))?,
+                );
+            }
+        }
+        for p in platforms {
+            let present = index
+                .manifests()
+                .iter()
+                .any(|d| d.platform().as_ref().is_some_and(|q| p.matches(q)));
+            if !present {
+                return Err(RegistryError::new(
+                    ErrorCode::ManifestUnknown,
+                    format!("{image} has no manifest for platform {p}"),
+                ));
+            }
+        }
+        let mut read = Vec::new();
+        for d in chosen {
+            let (d, _, body) = get(Reference::Digest(d)).await?;
+            out.manifests.push(d.clone());
+            read.push((d, body));
+        }
+        read
+    } else {
+        vec![(digest, body)]
+    };
+    let mut seen = HashSet::new();
+    for (digest, body) in manifests {
+        let manifest: ImageManifest =
+            serde_json::from_slice(&body).map_err(|e| bad_manifest(&digest, e))?;
+        for d in std::iter::once(manifest.config()).chain(manifest.layers()) {
+            // Foreign layers live elsewhere (their `urls`); the registry may not have them.
+            if d.urls().as_ref().is_some_and(|u| !u.is_empty()) {
+                continue;
+            }
+            let blob: Digest = d
+                .digest()
+                .to_string()
+                .parse()
+                .map_err(|e| bad_manifest(&digest, e))?;
+            if seen.insert(blob.clone()) {
+                out.blobs.push((blob, d.size()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One node's progress on an order, as `/api/v1/preheat/{id}` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeProgress {
+    /// The node's peer id.
+    pub peer_id: String,
+    /// Its zone.
+    pub zone: String,
+    /// `node` or `seed`.
+    pub role: String,
+    /// `pending` (no report yet), `running`, `done` or `failed`.
+    pub state: &'static str,
+    /// Blobs it holds.
+    pub blobs_done: u32,
+    /// Blobs to fetch.
+    pub blobs_total: u32,
+    /// Bytes of the blobs it holds.
+    pub bytes_done: u64,
+    /// Bytes of all the blobs.
+    pub bytes_total: u64,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+impl NodeProgress {
+    fn from_report(peer: PeerId, p: &PreheatProgress) -> NodeProgress {
+        let state = match (p.finished, p.error.is_empty()) {
+            (false, _) => "running",
+            (true, true) => "done",
+            (true, false) => "failed",
+        };
+        NodeProgress {
+            peer_id: peer.to_string(),
+            zone: p.zone.clone(),
+            role: p.role.clone(),
+            state,
+            blobs_done: p.blobs_done,
+            blobs_total: p.blobs_total,
+            bytes_done: p.bytes_done,
+            bytes_total: p.bytes_total,
+            error: p.error.clone(),
+        }
+    }
+}
+
+/// An order this node gave, with what the nodes reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderStatus {
+    /// The order's id.
+    pub id: String,
+    /// The image, normalized.
+    pub image: String,
+    /// Platforms asked for (empty: all).
+    pub platforms: Vec<String>,
+    /// Who fetches.
+    pub scope: Scope,
+    /// The zone (`seeds`: empty for every zone).
+    pub zone: String,
+    /// When it was given (seconds since the Unix epoch).
+    pub created: u64,
+    /// `running`, `done` (every node reported success) or `failed` (some node failed).
+    pub state: &'static str,
+    /// What the ordering node resolved.
+    pub resolved: Resolved,
+    /// Per node: the nodes expected when the order was given, and any other that reported.
+    pub nodes: Vec<NodeProgress>,
+}
+
+struct Order {
+    status: OrderStatus,
+    /// Nodes known to be in scope when the order was given.
+    expected: Vec<(PeerId, String, String)>,
+    reports: HashMap<PeerId, PreheatProgress>,
+}
+
+impl Order {
+    fn view(&self) -> OrderStatus {
+        let mut status = self.status.clone();
+        status.nodes = self
+            .expected
+            .iter()
+            .filter(|(p, _, _)| !self.reports.contains_key(p))
+            .map(|(p, zone, role)| NodeProgress {
+                peer_id: p.to_string(),
+                zone: zone.clone(),
+                role: role.clone(),
+                state: "pending",
+                blobs_done: 0,
+                blobs_total: status.resolved.blobs.len() as u32,
+                bytes_done: 0,
+                bytes_total: status.resolved.bytes(),
+                error: String::new(),
+            })
+            .chain(
+                self.reports
+                    .iter()
+                    .map(|(p, r)| NodeProgress::from_report(*p, r)),
+            )
+            .collect();
+        status
+            .nodes
+            .sort_by(|a, b| (&a.zone, &a.peer_id).cmp(&(&b.zone, &b.peer_id)));
+        status.state = if status.nodes.iter().any(|n| n.state == "failed") {
+            "failed"
+        } else if !status.nodes.is_empty() && status.nodes.iter().all(|n| n.state == "done") {
+            "done"
+        } else {
+            "running"
+        };
+        status
+    }
+}
+
+/// What a client asks for.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PreheatRequest {
+    /// The image reference.
+    pub image: String,
+    /// Platforms of an index (`os/arch[/variant]`); empty: all.
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    /// `seeds` (default), `zone` or `all`.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// The zone: for `zone` the default is this node's; for `seeds` every zone.
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+/// Runs preheats: gives orders, follows them, and carries out those meant for this node.
+pub struct Preheater {
+    fetcher: Arc<Fetcher>,
+    role: String,
+    zone: String,
+    orders: Mutex<HashMap<String, Order>>,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl Preheater {
+    /// A preheater for this node; [`Preheater::listen`] starts following the task topic.
+    pub fn new(fetcher: Arc<Fetcher>, role: &str, zone: &str) -> Arc<Preheater> {
+        Arc::new(Preheater {
+            fetcher,
+            role: role.into(),
+            zone: zone.into(),
+            orders: Mutex::default(),
+            seen: Mutex::default(),
+        })
+    }
+
+    /// Follows the task topic: carries out orders for this node, collects reports on its own.
+    pub fn listen(self: &Arc<Self>, p2p: &P2p) {
+        let mut tasks = p2p.subscribe_tasks();
+        let this = Arc::downgrade(self);
+        let p2p = p2p.clone();
+        tokio::spawn(async move {
+            loop {
+                let (from, task) = match tasks.recv().await {
+                    Ok(m) => m,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "task messages missed");
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                let Some(this) = this.upgrade() else { return };
+                match task.kind {
+                    Some(TaskKind::Preheat(order)) => this.take(&p2p, order),
+                    Some(TaskKind::Progress(p)) => this.record(from, p),
+                    None => {}
+                }
+            }
+        });
+    }
+
+    fn record(&self, from: PeerId, progress: PreheatProgress) {
+        if let Some(order) = self.orders.lock().unwrap().get_mut(&progress.id) {
+            order.reports.insert(from, progress);
+        }
+    }
+
+    /// Whether an order names this node.
+    fn in_scope(&self, scope: Scope, zone: &str) -> bool {
+        match scope {
+            Scope::Seeds => self.role == "seed" && (zone.is_empty() || zone == self.zone),
+            Scope::Zone => zone == self.zone,
+            Scope::All => true,
+        }
+    }
+
+    /// Carries out an order if it names this node (once per order).
+    fn take(self: &Arc<Self>, p2p: &P2p, order: PreheatOrder) {
+        {
+            let mut seen = self.seen.lock().unwrap();
+            if seen.len() >= MAX_ORDERS {
+                seen.clear();
+            }
+            if !seen.insert(order.id.clone()) {
+                return;
+            }
+        }
+        let Ok(scope) = order.scope.parse::<Scope>() else {
+            tracing::warn!(id = %order.id, scope = %order.scope, "preheat order with an unknown scope");
+            return;
+        };
+        if !self.in_scope(scope, &order.zone) {
+            return;
+        }
+        let this = self.clone();
+        let p2p = p2p.clone();
+        tokio::spawn(async move { this.carry_out(&p2p, order).await });
+    }
+
+    /// Resolves and fetches an order's image on this node, reporting progress.
+    async fn carry_out(&self, p2p: &P2p, order: PreheatOrder) {
+        let report = |p: PreheatProgress| {
+            let p2p = p2p.clone();
+            // The ordering node may be this one: record directly, too.
+            self.record(p2p.peer_id(), p.clone());
+            async move {
+                p2p.publish_task(Task {
+                    kind: Some(TaskKind::Progress(p)),
+                })
+                .await
+            }
+        };
+        let mut progress = PreheatProgress {
+            id: order.id.clone(),
+            zone: self.zone.clone(),
+            role: self.role.clone(),
+            ..Default::default()
+        };
+        let image = format!(
+            "{}/{}@{}",
+            order.registry, order.repository, order.reference
+        );
+        let result = async {
+            let image = ImageRef {
+                registry: order.registry.parse().map_err(bad_order)?,
+                repo: order.repository.parse().map_err(bad_order)?,
+                reference: order.reference.parse().map_err(bad_order)?,
+            };
+            let platforms = order
+                .platforms
+                .iter()
+                .map(|p| p.parse::<Platform>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(bad_order)?;
+            let resolved = resolve(&self.fetcher, &image, &platforms).await?;
+            progress.blobs_total = resolved.blobs.len() as u32;
+            progress.bytes_total = resolved.bytes();
+            report(progress.clone()).await;
+            let mut fetches = futures_util::stream::iter(resolved.blobs.iter().cloned())
+                .map(|(digest, size)| {
+                    let image = image.clone();
+                    async move { self.fetch_blob(&image, digest, size).await.map(|()| size) }
+                })
+                .buffer_unordered(PARALLEL_BLOBS);
+            let mut last_report = tokio::time::Instant::now();
+            while let Some(done) = fetches.next().await {
+                let size = done?;
+                progress.blobs_done += 1;
+                progress.bytes_done += size;
+                if last_report.elapsed() >= REPORT_EVERY {
+                    last_report = tokio::time::Instant::now();
+                    report(progress.clone()).await;
+                }
+            }
+            Ok::<(), RegistryError>(())
+        }
+        .await;
+        progress.finished = true;
+        match result {
+            Ok(()) => {
+                tracing::info!(id = %order.id, %image, blobs = progress.blobs_done, "preheated")
+            }
+            Err(e) => {
+                tracing::warn!(id = %order.id, %image, error = %e.message, "preheat failed");
+                progress.error = e.message;
+            }
+        }
+        report(progress).await;
+    }
+
+    /// Fetches one blob into the store (or finds it there) and records that the upstream lets
+    /// this node's anonymous clients read it, for pulls while the upstream is down.
+    async fn fetch_blob(
+        &self,
+        image: &ImageRef,
+        digest: Digest,
+        size: u64,
+    ) -> Result<(), RegistryError> {
+        let req = BlobRequest {
+            registry: image.registry.clone(),
+            repo: image.repo.clone(),
+            digest: digest.clone(),
+            credentials: None,
+        };
+        match self.fetcher.blob(&req)? {
+            Blob::Stored { .. } => {}
+            Blob::Downloading { download, .. } => download.finished().await?,
+        }
+        let stored = self.fetcher.store().blob_size(&digest);
+        if stored != Some(size) {
+            return Err(RegistryError::new(
+                ErrorCode::BlobUnknown,
+                format!("blob {digest} is not in the store after its download"),
+            ));
+        }
+        self.fetcher
+            .authorizer()
+            .check(
+                &image.registry,
+                &image.repo,
+                ObjectKind::Blob,
+                &digest,
+                None,
+            )
+            .await
+    }
+
+    /// Checks a request, resolves its image on this node and publishes the order.
+    ///
+    /// # Errors
+    /// A malformed request (`NAME_INVALID`, `UNSUPPORTED`), or what resolving the image met.
+    pub async fn order(
+        self: &Arc<Self>,
+        req: PreheatRequest,
+    ) -> Result<OrderStatus, RegistryError> {
+        let invalid = |m: String| RegistryError::new(ErrorCode::NameInvalid, m);
+        let image: ImageRef = req
+            .image
+            .parse()
+            .map_err(|e| invalid(format!("image {:?}: {e}", req.image)))?;
+        let platforms = req
+            .platforms
+            .iter()
+            .map(|p| p.parse::<Platform>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        let scope: Scope = req
+            .scope
+            .as_deref()
+            .unwrap_or("seeds")
+            .parse()
+            .map_err(invalid)?;
+        let zone = match (scope, req.zone) {
+            (Scope::All, _) => String::new(),
+            (Scope::Zone, None) => self.zone.clone(),
+            (_, z) => z.unwrap_or_default(),
+        };
+        let p2p = self.fetcher.p2p().cloned();
+        let resolved = resolve(&self.fetcher, &image, &platforms).await?;
+        let id = format!("{:016x}", rand::random::<u64>());
+        let me = p2p.as_ref().map(P2p::peer_id);
+        let mut expected = Vec::new();
+        if let Some(p2p) = &p2p {
+            for p in p2p.known_peers().await {
+                let (pz, role) = (
+                    p.zone.clone().unwrap_or_default(),
+                    p.role.clone().unwrap_or_default(),
+                );
+                let named = match scope {
+                    Scope::Seeds => role == "seed" && (zone.is_empty() || zone == pz),
+                    Scope::Zone => zone == pz,
+                    Scope::All => true,
+                };
+                if named {
+                    expected.push((p.id, pz, role));
+                }
+            }
+        }
+        if let Some(me) = me
+            && self.in_scope(scope, &zone)
+        {
+            expected.push((me, self.zone.clone(), self.role.clone()));
+        }
+        if expected.is_empty() {
+            return Err(RegistryError::new(
+                ErrorCode::Unsupported,
+                format!("no node is in scope {} (zone {zone:?})", scope.as_str()),
+            ));
+        }
+        let status = OrderStatus {
+            id: id.clone(),
+            image: image.to_string(),
+            platforms: platforms.iter().map(Platform::to_string).collect(),
+            scope,
+            zone: zone.clone(),
+            created: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            state: "running",
+            resolved,
+            nodes: Vec::new(),
+        };
+        // Nodes resolve the digest the tag had now, so that all fetch the same image.
+        let reference = match &image.reference {
+            Reference::Digest(d) => d.to_string(),
+            Reference::Tag(_) => status.resolved.manifests[0].to_string(),
+        };
+        let wire = PreheatOrder {
+            id: id.clone(),
+            registry: image.registry.to_string(),
+            repository: image.repo.to_string(),
+            reference,
+            platforms: status.platforms.clone(),
+            scope: scope.as_str().into(),
+            zone,
+        };
+        {
+            let mut orders = self.orders.lock().unwrap();
+            if orders.len() >= MAX_ORDERS {
+                let oldest = orders
+                    .iter()
+                    .min_by_key(|(_, o)| o.status.created)
+                    .map(|(k, _)| k.clone());
+                oldest.map(|k| orders.remove(&k));
+            }
+            orders.insert(
+                id.clone(),
+                Order {
+                    status,
+                    expected,
+                    reports: HashMap::new(),
+                },
+            );
+        }
+        if let Some(p2p) = &p2p {
+            p2p.publish_task(Task {
+                kind: Some(TaskKind::Preheat(wire.clone())),
+            })
+            .await;
+            // Gossip does not bring a node its own messages: carry it out here if in scope.
+            self.take(p2p, wire);
+        }
+        Ok(self.status(&id).expect("just stored"))
+    }
+
+    /// An order's status.
+    pub fn status(&self, id: &str) -> Option<OrderStatus> {
+        self.orders.lock().unwrap().get(id).map(Order::view)
+    }
+
+    /// Every order this node gave, newest first.
+    pub fn list(&self) -> Vec<OrderStatus> {
+        let mut all: Vec<OrderStatus> = self
+            .orders
+            .lock()
+            .unwrap()
+            .values()
+            .map(Order::view)
+            .collect();
+        all.sort_by_key(|o| std::cmp::Reverse(o.created));
+        all
+    }
+}
+
+fn bad_order(e: impl std::fmt::Display) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::NameInvalid,
+        format!("malformed preheat order: {e}"),
+    )
+}
