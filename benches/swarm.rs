@@ -7,8 +7,13 @@
 //! Baseline in the same run: the same N clients pulling the blob at once through ONE
 //! `docker-registry` in pull-through-cache mode (`proxy.remoteurl`) behind the same cap.
 //!
-//! `cargo bench --bench swarm -- [--nodes 16] [--size-mib 256] [--mbit 200]` (needs root,
-//! iproute2, curl and docker-registry; without them it says so and exits 0).
+//! With `--zones Z --seeds-per-zone K` the nodes form Z zones, the first K nodes of each a seed;
+//! the run then also reports the origin's egress per zone and, when there are seeds, the time of
+//! a pull after `shoal preheat --scope seeds` against the cold one.
+//!
+//! `cargo bench --bench swarm -- [--nodes 16] [--size-mib 256] [--mbit 200] [--zones 1]
+//! [--seeds-per-zone 0]` (needs root, iproute2, curl and docker-registry; without them it says
+//! so and exits 0).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -31,6 +36,10 @@ struct Args {
     log_dir: Option<(PathBuf, String)>,
     /// Print each node's traffic counters after the pull.
     per_node: bool,
+    /// Zones the nodes are split into.
+    zones: usize,
+    /// Seeds in each zone (its first nodes).
+    seeds_per_zone: usize,
 }
 
 fn parse_args() -> Args {
@@ -41,6 +50,8 @@ fn parse_args() -> Args {
         no_baseline: false,
         log_dir: None,
         per_node: false,
+        zones: 1,
+        seeds_per_zone: 0,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -50,6 +61,8 @@ fn parse_args() -> Args {
             "--nodes" => a.nodes = value().expect("--nodes N") as usize,
             "--size-mib" => a.size_mib = value().expect("--size-mib S"),
             "--mbit" => a.mbit = value().expect("--mbit B"),
+            "--zones" => a.zones = value().expect("--zones Z") as usize,
+            "--seeds-per-zone" => a.seeds_per_zone = value().expect("--seeds-per-zone K") as usize,
             "--no-baseline" => {
                 a.no_baseline = true;
                 i += 1;
@@ -75,8 +88,12 @@ fn parse_args() -> Args {
         i += 2;
     }
     assert!(
-        a.nodes >= 1 && a.size_mib >= 1 && a.mbit >= 1,
+        a.nodes >= 1 && a.size_mib >= 1 && a.mbit >= 1 && a.zones >= 1,
         "flags must be >= 1"
+    );
+    assert!(
+        a.zones * a.seeds_per_zone <= a.nodes,
+        "more seeds than nodes"
     );
     a
 }
@@ -387,6 +404,42 @@ fn push(net: &Net, origin: usize, file: &Path, digest: &str) {
     );
 }
 
+/// Pushes a one-layer image `REPO:tag` whose layer is the blob `layer` of `size` bytes.
+fn push_image(net: &Net, origin: usize, dir: &Path, tag: &str, layer: &str, size: u64) {
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer}"]}}}}"#
+    );
+    let config_file = dir.join(format!("config-{tag}.json"));
+    std::fs::write(&config_file, &config).unwrap();
+    let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(config.as_bytes())));
+    push(net, origin, &config_file, &config_digest);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer}","size":{size}}}]}}"#,
+        config.len()
+    );
+    let manifest_file = dir.join(format!("manifest-{tag}.json"));
+    std::fs::write(&manifest_file, manifest).unwrap();
+    let out = net
+        .cmd(origin, "curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .args([
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", manifest_file.display()))
+        .arg(format!(
+            "http://127.0.0.1:{REGISTRY_PORT}/v2/{REPO}/manifests/{tag}"
+        ))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "201",
+        "manifest {tag}"
+    );
+}
+
 /// Every client (one per host in `clients`, inside that host's namespace) GETs `url_of(i)` at
 /// once. Returns the wall time until all finished and each client's time.
 fn pull_all(
@@ -422,6 +475,34 @@ fn pull_all(
         times.push(f[2].parse().unwrap_or(0.0));
     }
     (t.elapsed().as_secs_f64(), times)
+}
+
+/// Bytes the registry's access log says it sent for GETs of `digest`, from line `from` on, per
+/// client address.
+fn egress_by_client(registry: &Proc, digest: &str, from: usize) -> Vec<(String, u64)> {
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = registry.lines.lock().unwrap();
+    let needle = format!("/blobs/{digest}");
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for line in lines.iter().skip(from) {
+        if !(line.contains("\"GET /v2/") && line.contains(&needle)) {
+            continue;
+        }
+        let client = line.split_whitespace().next().unwrap_or("?").to_owned();
+        let Some((_, after)) = line.split_once("HTTP/1.1\" ") else {
+            continue;
+        };
+        let mut f = after.split_whitespace();
+        let ok = f.next().is_some_and(|s| s.starts_with('2'));
+        let bytes = f.next().and_then(|b| b.parse::<u64>().ok()).unwrap_or(0);
+        if ok {
+            match out.iter_mut().find(|(c, _)| *c == client) {
+                Some((_, b)) => *b += bytes,
+                None => out.push((client, bytes)),
+            }
+        }
+    }
+    out
 }
 
 /// Bytes the registry's access log says it sent for GETs of `digest`, from line `from` on.
@@ -533,6 +614,16 @@ fn main() {
     assert!(out.status.success(), "shoal swarm-key");
     std::fs::write(&key, &out.stdout).unwrap();
     let hosts: Vec<usize> = (1..=n).collect();
+    // Host i (1..=n) is in zone (i-1)·Z/N; the first K hosts of each zone are its seeds.
+    let zone_of = |i: usize| (i - 1) * args.zones / n;
+    let is_seed = |i: usize| {
+        let first = hosts
+            .iter()
+            .copied()
+            .find(|&h| zone_of(h) == zone_of(i))
+            .unwrap();
+        i < first + args.seeds_per_zone
+    };
     let mut nodes = Vec::new();
     for &i in &hosts {
         let ip = Net::ip(i);
@@ -546,6 +637,7 @@ fn main() {
             None => ("warn", Stdio::null()),
         };
         cmd.args(["--log", level, "node"])
+            .args(["--zone", &format!("z{}", zone_of(i))])
             .args(["--listen", &format!("{ip}:65001")])
             .args(["--admin-listen", &format!("{ip}:65003")])
             .args(["--p2p-listen", &format!("/ip4/{ip}/tcp/65002")])
@@ -554,6 +646,9 @@ fn main() {
             .arg("--swarm-key")
             .arg(&key)
             .args(["--upstream", &format!("docker.io={origin_url}")]);
+        if is_seed(i) {
+            cmd.arg("--seed");
+        }
         if i != 1 {
             cmd.args(["--bootstrap", &format!("/ip4/{}/tcp/65002", Net::ip(1))]);
         }
@@ -625,6 +720,64 @@ fn main() {
                 mib(rchar as f64),
             );
         }
+    }
+    if args.zones > 1 || args.seeds_per_zone > 0 {
+        let by_client = egress_by_client(&registry, &digest, 0);
+        for z in 0..args.zones {
+            let bytes: u64 = by_client
+                .iter()
+                .filter(|(ip, _)| hosts.iter().any(|&h| Net::ip(h) == *ip && zone_of(h) == z))
+                .map(|(_, b)| b)
+                .sum();
+            println!(
+                "origin egress to zone z{z}: {:.2} x S",
+                bytes as f64 / size as f64
+            );
+        }
+        // The origin sends each zone its copy: Z·S through its link at least.
+        let kr = (size as f64 / rate).max(n as f64 * size as f64 / ((n as f64 + 1.0) * rate));
+        let zoned = (args.zones as f64 * size as f64 / rate).max(kr);
+        println!(
+            "bound with one copy per zone max(Z·S/B, Kumar–Ross) {zoned:.2} s: swarm time / it {:.2}x",
+            swarm_secs / zoned
+        );
+    }
+    if args.seeds_per_zone > 0 {
+        // A second blob, as a one-layer image preheated into the seeds, then pulled by all.
+        let (file, warm) = make_blob(work.path(), args.size_mib, 2);
+        push(&net, origin, &file, &warm);
+        std::fs::remove_file(&file).unwrap();
+        push_image(&net, origin, work.path(), "warm", &warm, size);
+        let t = Instant::now();
+        let out = net
+            .cmd(1, shoal)
+            .args([
+                "preheat",
+                &format!("docker.io/{REPO}:warm"),
+                "--scope",
+                "seeds",
+            ])
+            .args(["--node", &format!("http://{}:65003", Net::ip(1))])
+            .args(["--timeout", "3600"])
+            .output()
+            .expect("shoal preheat");
+        assert!(
+            out.status.success(),
+            "shoal preheat: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let preheat_secs = t.elapsed().as_secs_f64();
+        let (warm_secs, _) = pull_all(
+            &net,
+            &hosts,
+            |i| format!("http://{}:65001/v2/{REPO}/blobs/{warm}", Net::ip(i)),
+            size,
+        );
+        println!(
+            "preheat into the seeds took {preheat_secs:.2} s; then all pull in {warm_secs:.2} s, against {swarm_secs:.2} s cold ({:.2}x)",
+            swarm_secs / warm_secs
+        );
     }
     drop(nodes);
     if args.no_baseline {

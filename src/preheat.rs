@@ -602,7 +602,12 @@ impl Preheater {
             (_, z) => z.unwrap_or_default(),
         };
         let p2p = self.fetcher.p2p().cloned();
-        let resolved = resolve(&self.fetcher, &image, &platforms).await?;
+        let resolved = resolve(&self.fetcher, &image, &platforms)
+            .await
+            .map_err(|mut e| {
+                e.message = format!("{image}: {}", e.message);
+                e
+            })?;
         let id = format!("{:016x}", rand::random::<u64>());
         let me = p2p.as_ref().map(P2p::peer_id);
         let mut expected = Vec::new();
@@ -646,16 +651,13 @@ impl Preheater {
             resolved,
             nodes: Vec::new(),
         };
-        // Nodes resolve the digest the tag had now, so that all fetch the same image.
-        let reference = match &image.reference {
-            Reference::Digest(d) => d.to_string(),
-            Reference::Tag(_) => status.resolved.manifests[0].to_string(),
-        };
+        // Nodes resolve the reference themselves, a tag included: each records the tag, so
+        // that it can answer for it while the upstream is down.
         let wire = PreheatOrder {
             id: id.clone(),
             registry: image.registry.to_string(),
             repository: image.repo.to_string(),
-            reference,
+            reference: image.reference.to_string(),
             platforms: status.platforms.clone(),
             scope: scope.as_str().into(),
             zone,

@@ -138,11 +138,7 @@ fn two_zones_pull_at_once_and_the_upstream_sends_one_copy_per_zone() {
     }
     let registry = Registry::start(RegistryOpts::default());
     let work = tempfile::tempdir().unwrap();
-    let image = make_image(
-        &work.path().join("layout"),
-        &[6 * MIB, 3 * MIB],
-        &[("linux", "amd64")],
-    );
+    let image = make_image(&work.path().join("layout"), &[6 * MIB, 3 * MIB], &[]);
     push_image(&image, &registry, "library/app", "v1", None);
     let upstream = format!("docker.io={}", registry.url());
     let mut members = Vec::new();
@@ -388,7 +384,11 @@ fn bad_preheat_input_is_refused_and_leaves_nothing() {
     }
     let registry = Registry::start(RegistryOpts::default());
     let work = tempfile::tempdir().unwrap();
-    let image = make_image(&work.path().join("layout"), &[MIB], &[("linux", "amd64")]);
+    let image = make_image(
+        &work.path().join("layout"),
+        &[MIB],
+        &[("linux", "amd64"), ("linux", "arm64")],
+    );
     push_image(&image, &registry, "library/app", "v1", None);
     let private = Registry::start(RegistryOpts {
         htpasswd: Some(("alice".into(), "s3cret".into())),
@@ -458,4 +458,138 @@ fn bad_preheat_input_is_refused_and_leaves_nothing() {
     for (digest, _) in image_blobs(&image) {
         assert!(node.blob_file(&digest).exists(), "{digest}");
     }
+}
+
+/// A swarm member that claims whole blobs and never sends a piece.
+struct Staller {
+    maps: std::collections::HashMap<String, shoal::p2p::PieceMap>,
+}
+
+impl shoal::p2p::PieceService for Staller {
+    fn piece_map(
+        &self,
+        digest: shoal::oci::Digest,
+        _: Option<shoal::p2p::FetchHint>,
+    ) -> futures_util::future::BoxFuture<'static, Option<shoal::p2p::PieceMap>> {
+        let map = self.maps.get(&digest.to_string()).cloned();
+        Box::pin(async move { map })
+    }
+
+    fn piece(
+        &self,
+        _: shoal::p2p::PeerId,
+        _: shoal::oci::Digest,
+        _: u32,
+    ) -> futures_util::future::BoxFuture<'static, Result<shoal::p2p::Outgoing, shoal::p2p::ErrorCode>>
+    {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// The honest map of `data`: 4 MiB pieces, all held.
+fn full_map(digest: &str, data: &[u8]) -> shoal::p2p::PieceMap {
+    use sha2::Digest as _;
+    let piece = 4 * MIB;
+    let hashes: Vec<Vec<u8>> = data
+        .chunks(piece)
+        .map(|c| sha2::Sha256::digest(c).to_vec())
+        .collect();
+    shoal::p2p::PieceMap {
+        digest: digest.into(),
+        size: data.len() as u64,
+        piece_size: piece as u32,
+        have: vec![0xff; hashes.len().div_ceil(8)],
+        hashes,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalling_peer_delays_a_pull_by_at_most_the_stall_deadline() {
+    if !common::require_tool("docker-registry") {
+        return;
+    }
+    const STALL_SECS: u64 = 2;
+    let (registry, data, digest, dir, node) = tokio::task::spawn_blocking(|| {
+        let registry = Registry::start(RegistryOpts::default());
+        let data: Vec<u8> = (0..(16 * MIB) as u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 3) as u8)
+            .collect();
+        let digest = push_blob(&registry.url(), "library/shared", &data);
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("swarm.key");
+        write_swarm_key(&key);
+        let upstream = format!("docker.io={}", registry.url());
+        let node = ShoalNode::start(&[
+            "--upstream",
+            &upstream,
+            "--swarm-key",
+            key.to_str().unwrap(),
+            "--stall-timeout",
+            &STALL_SECS.to_string(),
+        ]);
+        (registry, data, digest, dir, node)
+    })
+    .await
+    .unwrap();
+    let node_addr: shoal::p2p::Multiaddr = node.status()["listen_addrs"][0]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let psk = shoal::p2p::keys::load_swarm_key(&dir.path().join("swarm.key")).unwrap();
+    let maps = [(digest.clone(), full_map(&digest, &data))].into();
+    let staller = shoal::p2p::P2p::start(
+        shoal::p2p::P2pConfig {
+            keypair: shoal::p2p::Keypair::generate_ed25519(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            bootstrap: vec![node_addr],
+            swarm_key: Some(psk),
+            zone: "default".into(),
+            role: "node".into(),
+            request_timeout: Duration::from_secs(60),
+            zone_peering: false,
+        },
+        std::sync::Arc::new(Staller { maps }),
+    )
+    .await
+    .unwrap();
+    staller.provide(&digest.parse().unwrap()).await;
+    let node = std::sync::Arc::new(node);
+    let joined = {
+        let node = node.clone();
+        tokio::task::spawn_blocking(move || {
+            common::wait_until(Duration::from_secs(20), || {
+                node.status()["peers_by_zone"]["default"].as_u64() == Some(1)
+            })
+        })
+        .await
+        .unwrap()
+    };
+    assert!(joined, "the stalling peer did not join");
+
+    let (body, elapsed) = {
+        let node = node.clone();
+        let digest = digest.clone();
+        tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            let body = get_blob(&node, "library/shared", &digest);
+            (body, t.elapsed())
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(sha256_hex(&body), digest);
+    // The stalling peer was asked (the pull waited for its deadline), and no longer than that.
+    assert!(
+        elapsed >= Duration::from_secs(STALL_SECS) && elapsed < Duration::from_secs(STALL_SECS + 3),
+        "the pull took {elapsed:?} with a {STALL_SECS} s stall deadline\n{}",
+        node.log_tail(30)
+    );
+    // It was asked (and gave nothing); the upstream served the blob.
+    assert_eq!(
+        node.metric("shoal_served_bytes_total", &[("source", "peer")]),
+        0.0
+    );
+    assert_eq!(registry.blob_gets(&digest), 1);
+    drop(staller);
 }

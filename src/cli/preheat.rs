@@ -15,11 +15,18 @@ pub const EXIT_FAILED: i32 = 1;
 /// Exit status when the order was refused (bad input, unknown image, unreachable registry).
 pub const EXIT_REFUSED: i32 = 2;
 
-/// The message of a registry error envelope, or the body.
+/// `CODE: message` of a registry error envelope, or the body.
 fn message(body: &str) -> String {
     serde_json::from_str::<Value>(body)
         .ok()
-        .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_owned))
+        .and_then(|v| {
+            let e = &v["errors"][0];
+            Some(format!(
+                "{}: {}",
+                e["code"].as_str()?,
+                e["message"].as_str()?
+            ))
+        })
         .unwrap_or_else(|| body.trim().to_owned())
 }
 
@@ -59,7 +66,9 @@ fn print_changes(status: &Value, last: &mut HashMap<String, String>) {
 /// When the node cannot be reached.
 pub async fn run(args: &PreheatArgs) -> anyhow::Result<i32> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The admin port is the node's own: never through a proxy.
     let client = reqwest::Client::builder()
+        .no_proxy()
         .timeout(Duration::from_secs(600))
         .build()?;
     let base = args.node.trim_end_matches('/');
