@@ -458,6 +458,28 @@ fn bad_preheat_input_is_refused_and_leaves_nothing() {
     for (digest, _) in image_blobs(&image) {
         assert!(node.blob_file(&digest).exists(), "{digest}");
     }
+
+    // A private image preheats with the node's configured credentials.
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream]\n\"{}\" = \"{}\"\n[credentials.\"{}\"]\nusername = \"alice\"\npassword = \"s3cret\"\n",
+            private.host(),
+            private.url(),
+            private.host(),
+        ),
+    )
+    .unwrap();
+    let trusted = ShoalNode::start(&["--config", config.to_str().unwrap(), "--seed"]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["preheat", &format!("{}/team/app:v1", private.host())])
+        .args(["--node", &trusted.admin_url("")])
+        .output()
+        .unwrap();
+    common::check_output("shoal preheat of a private image", &out);
+    for (digest, _) in image_blobs(&image) {
+        assert!(trusted.blob_file(&digest).exists(), "{digest}");
+    }
 }
 
 /// A swarm member that claims whole blobs and never sends a piece.
@@ -592,4 +614,51 @@ async fn a_stalling_peer_delays_a_pull_by_at_most_the_stall_deadline() {
     );
     assert_eq!(registry.blob_gets(&digest), 1);
     drop(staller);
+}
+
+#[test]
+fn with_zone_peering_a_blob_enters_the_cluster_once() {
+    if !common::require_tool("docker-registry") {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let data: Vec<u8> = (0..(12 * MIB) as u32)
+        .map(|i| (i.wrapping_mul(2246822519) >> 5) as u8)
+        .collect();
+    let digest = push_blob(&registry.url(), "library/shared", &data);
+    let upstream = format!("docker.io={}", registry.url());
+    let members = [("a", true), ("a", false), ("b", true), ("b", false)];
+    let cluster = Cluster::start(&upstream, &members, &["--zone-peering"]);
+    std::thread::scope(|s| {
+        for node in &cluster.nodes {
+            s.spawn(|| {
+                assert_eq!(
+                    sha256_hex(&get_blob(node, "library/shared", &digest)),
+                    digest
+                )
+            });
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        registry.blob_gets(&digest),
+        1,
+        "one seed fetched for both zones"
+    );
+    // Across zones, only the seeds traded: each zone's node got everything from its own zone.
+    for (node, (_, seed)) in cluster.nodes.iter().zip(&members) {
+        let from_peers = node.metric("shoal_p2p_received_bytes_total", &[]);
+        if !seed {
+            assert_eq!(from_peers, data.len() as f64);
+        }
+    }
+    let seeds_received: f64 = [0, 2]
+        .iter()
+        .map(|&i| cluster.nodes[i].metric("shoal_p2p_received_bytes_total", &[]))
+        .sum();
+    assert_eq!(
+        seeds_received,
+        data.len() as f64,
+        "one seed took it from the other"
+    );
 }
