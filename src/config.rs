@@ -121,6 +121,12 @@ pub struct NodeConfig {
     /// Seeds also fetch from seeds of other zones (and serve them), so a blob enters the
     /// cluster once instead of once per zone.
     pub zone_peering: bool,
+    /// Query parameters of file URLs that do not change the content (presigned URLs'
+    /// signatures), left out of a file's identity.
+    pub file_ignore_params: Vec<String>,
+    /// Standby file origins: `"PREFIX" = "REPLACEMENT"`; a file URL starting with PREFIX is
+    /// also fetched with it replaced.
+    pub file_fallback: BTreeMap<String, String>,
 }
 
 impl Default for NodeConfig {
@@ -146,6 +152,11 @@ impl Default for NodeConfig {
             piece_size: None,
             stall_timeout_secs: 10,
             zone_peering: false,
+            file_ignore_params: crate::files::DEFAULT_IGNORED_PARAMS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            file_fallback: BTreeMap::new(),
         }
     }
 }
@@ -189,6 +200,8 @@ pub struct NodeSettings {
     pub stall_timeout: Duration,
     /// Whether seeds exchange pieces with seeds of other zones.
     pub zone_peering: bool,
+    /// How files are identified and where else they come from.
+    pub files: crate::files::FileSettings,
 }
 
 impl NodeConfig {
@@ -311,7 +324,18 @@ impl NodeConfig {
                     })?,
             ),
         };
+        let mut file_fallbacks = Vec::new();
+        for (prefix, replacement) in &self.file_fallback {
+            let key = format!("file_fallback.{prefix:?}");
+            crate::files::parse_url(prefix).map_err(|e| invalid(&key, e.message))?;
+            crate::files::parse_url(replacement).map_err(|e| invalid(&key, e.message))?;
+            file_fallbacks.push((prefix.clone(), replacement.clone()));
+        }
         Ok(NodeSettings {
+            files: crate::files::FileSettings {
+                ignored_params: self.file_ignore_params.clone(),
+                fallbacks: file_fallbacks,
+            },
             piece_size,
             stall_timeout: secs("stall_timeout_secs", self.stall_timeout_secs)?,
             zone_peering: self.zone_peering,

@@ -22,6 +22,7 @@
 pub mod cli;
 pub mod config;
 pub mod fetch;
+pub mod files;
 pub mod metrics;
 pub mod mirror;
 pub mod node;

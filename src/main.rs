@@ -49,6 +49,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Get(args) => {
+            let code = shoal::cli::get::run(&args).await;
+            std::process::exit(code);
+        }
         Command::Preheat(args) => {
             let code = shoal::cli::preheat::run(&args).await?;
             std::process::exit(code);

@@ -139,6 +139,7 @@ impl Node {
             mirror_listener,
             admin_listener,
             mirror_state: MirrorState {
+                files: crate::files::Files::new(fetcher.clone(), settings.files.clone()),
                 fetcher: fetcher.clone(),
                 default_registry: settings.default_registry,
             },

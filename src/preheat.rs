@@ -547,6 +547,7 @@ impl Preheater {
             repo: image.repo.clone(),
             digest: digest.clone(),
             credentials: None,
+            file: None,
         };
         match self.fetcher.blob(&req)? {
             Blob::Stored { .. } => {}

@@ -5,89 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cluster::Cluster;
 use common::{
     Containerd, Registry, RegistryOpts, ShoalNode, TestImage, http_request, make_image, push_blob,
     push_image, sha256_hex, write_swarm_key,
 };
 
 const MIB: usize = 1024 * 1024;
-
-/// Nodes of one swarm: the first starts alone, the others bootstrap from it.
-struct Cluster {
-    nodes: Vec<ShoalNode>,
-    zones: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    /// One node per `(zone, seed)`, each with `upstream` (and `extra` flags).
-    fn start(upstream: &str, members: &[(&str, bool)], extra: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("swarm.key");
-        write_swarm_key(&key);
-        let key = key.to_str().unwrap().to_owned();
-        let mut nodes: Vec<ShoalNode> = Vec::new();
-        let mut bootstrap: Option<String> = None;
-        for (zone, seed) in members {
-            let mut args = vec!["--upstream", upstream, "--swarm-key", &key, "--zone", zone];
-            if *seed {
-                args.push("--seed");
-            }
-            if let Some(b) = &bootstrap {
-                args.extend(["--bootstrap", b.as_str()]);
-            }
-            args.extend(extra);
-            let node = ShoalNode::start(&args);
-            if bootstrap.is_none() {
-                bootstrap = Some(
-                    node.status()["listen_addrs"][0]
-                        .as_str()
-                        .unwrap()
-                        .to_owned(),
-                );
-            }
-            nodes.push(node);
-        }
-        let cluster = Cluster {
-            zones: members.iter().map(|(z, _)| (*z).to_owned()).collect(),
-            nodes,
-            _dir: dir,
-        };
-        cluster.wait_connected();
-        cluster
-    }
-
-    /// Waits until every node sees every other one, with its zone and role.
-    fn wait_connected(&self) {
-        let n = self.nodes.len() as u64;
-        let formed = common::wait_until(Duration::from_secs(30), || {
-            self.nodes.iter().all(|node| {
-                let s = node.status();
-                let known: u64 = s["peers_by_zone"]
-                    .as_object()
-                    .map(|z| {
-                        z.iter()
-                            .filter(|(k, _)| *k != "?")
-                            .map(|(_, v)| v.as_u64().unwrap_or(0))
-                            .sum()
-                    })
-                    .unwrap_or(0);
-                known + 1 >= n
-            })
-        });
-        assert!(formed, "the swarm did not form");
-    }
-
-    /// Sum of a metric over the nodes of `zone`.
-    fn zone_total(&self, zone: &str, metric: &str) -> f64 {
-        self.nodes
-            .iter()
-            .zip(&self.zones)
-            .filter(|(_, z)| *z == zone)
-            .map(|(n, _)| n.metric(metric, &[]))
-            .sum()
-    }
-}
 
 fn get_blob(node: &ShoalNode, repo: &str, digest: &str) -> Vec<u8> {
     let url = format!("{}/v2/{repo}/blobs/{digest}", node.url());

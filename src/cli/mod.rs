@@ -5,6 +5,7 @@ mod runtime_config;
 
 use std::path::PathBuf;
 
+pub mod get;
 pub mod preheat;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -56,6 +57,8 @@ pub enum Command {
     DockerConfig(DockerConfigArgs),
     /// Fetch an image ahead of need into the seeds, a zone or every node, and follow progress.
     Preheat(PreheatArgs),
+    /// Download a file (any http/https URL) through the node and the swarm.
+    Get(GetArgs),
     /// Print a new swarm key (give the same file to every node with --swarm-key).
     SwarmKey,
 }
@@ -142,6 +145,24 @@ pub struct NodeArgs {
     /// Seeds also exchange pieces with seeds of other zones, so a blob enters the cluster once.
     #[arg(long, env = "SHOAL_ZONE_PEERING")]
     pub zone_peering: bool,
+    /// A query parameter of file URLs that does not change the content, left out of a file's
+    /// identity (repeatable; adds to the defaults: S3 and GCS presigned-URL signatures).
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "SHOAL_FILE_IGNORE_PARAM",
+        value_delimiter = ','
+    )]
+    pub file_ignore_param: Vec<String>,
+    /// A standby file origin: file URLs starting with PREFIX are also fetched from URL
+    /// (PREFIX=URL, repeatable).
+    #[arg(
+        long,
+        value_name = "PREFIX=URL",
+        env = "SHOAL_FILE_FALLBACK",
+        value_delimiter = ','
+    )]
+    pub file_fallback: Vec<String>,
 }
 
 impl NodeArgs {
@@ -207,11 +228,48 @@ impl NodeArgs {
         if self.zone_peering {
             cfg.zone_peering = true;
         }
+        cfg.file_ignore_params
+            .extend(self.file_ignore_param.iter().cloned());
+        for f in &self.file_fallback {
+            let (prefix, url) = split_host_url("file_fallback", f)?;
+            cfg.file_fallback.insert(prefix, url);
+        }
         if self.max_disk.is_some() {
             cfg.max_disk = self.max_disk;
         }
         Ok(cfg)
     }
+}
+
+/// Flags of `shoal get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The file's URL (http or https); a directory URL ending in / with --recursive.
+    pub url: String,
+    /// Where to write it (a directory, existing or ending in /, gets the URL's file name).
+    #[arg(short = 'o', long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Write it under the URL's file name in the current directory.
+    #[arg(short = 'O', long)]
+    pub remote_name: bool,
+    /// The content's digest (sha256:…): every byte is verified against it.
+    #[arg(long)]
+    pub digest: Option<String>,
+    /// The node's mirror URL.
+    #[arg(long, default_value = "http://127.0.0.1:65001", env = "SHOAL_NODE")]
+    pub node: String,
+    /// Limit this download's rate, e.g. 20MiB/s.
+    #[arg(long, value_name = "RATE")]
+    pub limit: Option<crate::fetch::limit::ByteRate>,
+    /// A header for the origin, e.g. "Authorization: Bearer …" (repeatable; never logged).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub header: Vec<String>,
+    /// Download every file under a directory listing (-o DIR).
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// No progress output.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }
 
 /// Flags of `shoal preheat`.

@@ -10,7 +10,7 @@ use http::{Method, StatusCode, header};
 use super::download::{Download, Phase, PieceView};
 use super::failures::{Failures, Verdict, content_length, judge};
 use super::{Blob, BlobRequest, Fetcher, ObjectKind};
-use crate::oci::{ErrorCode, Hasher, RegistryError, UpstreamRequest};
+use crate::oci::{ErrorCode, Hasher, RegistryError};
 use crate::store::partial::{PieceHasher, PieceMap};
 use crate::store::{BlobWriter, StoreError};
 
@@ -155,22 +155,13 @@ impl Fetcher {
         }
         let mut sink = Sink::new(writer);
         let mut failures = Failures::default();
-        let path = format!("{}/blobs/{}", req.repo, req.digest);
-        for (source, endpoint) in self.registries.chain(&req.registry) {
-            let host = endpoint.base.host_str().unwrap_or("?").to_owned();
+        for (source, hop) in self.hops(req) {
+            let host = hop.host();
             // One resume of the same source after a cut body, then the next source.
             let mut resumes_left = 1;
             loop {
                 let offset = sink.written();
-                let upstream_req = UpstreamRequest {
-                    method: Method::GET,
-                    repo: &req.repo,
-                    path: path.clone(),
-                    accept: &[],
-                    range_from: Some(offset),
-                    client: req.credentials.as_ref(),
-                };
-                let resp = match self.client.send(&endpoint, &upstream_req).await {
+                let resp = match self.send_hop(req, &hop, Method::GET, Some(offset)).await {
                     Ok(r) => r,
                     Err(e) => {
                         self.metrics.upstream("blob", "error");
@@ -254,13 +245,15 @@ impl Fetcher {
                             .await
                             .expect("blob commit does not panic")
                             .map_err(store_error)?;
-                        self.authorizer.grant(
-                            &req.registry,
-                            &req.repo,
-                            ObjectKind::Blob,
-                            &req.digest,
-                            req.credentials.as_ref(),
-                        );
+                        if req.file.is_none() {
+                            self.authorizer.grant(
+                                &req.registry,
+                                &req.repo,
+                                ObjectKind::Blob,
+                                &req.digest,
+                                req.credentials.as_ref(),
+                            );
+                        }
                         return Ok(size);
                     }
                     Err(StoreError::DigestMismatch { actual, .. }) => {
@@ -293,18 +286,10 @@ impl Fetcher {
     /// # Errors
     /// The chain's failure, `BLOB_UNKNOWN`, or an authorization error from the upstream.
     pub async fn head_blob(&self, req: &BlobRequest) -> Result<u64, RegistryError> {
-        let req_up = UpstreamRequest {
-            method: Method::HEAD,
-            repo: &req.repo,
-            path: format!("{}/blobs/{}", req.repo, req.digest),
-            accept: &[],
-            range_from: None,
-            client: req.credentials.as_ref(),
-        };
         let mut failures = Failures::default();
-        for (source, endpoint) in self.registries.chain(&req.registry) {
-            let host = endpoint.base.host_str().unwrap_or("?").to_owned();
-            let resp = match self.client.send(&endpoint, &req_up).await {
+        for (source, hop) in self.hops(req) {
+            let host = hop.host();
+            let resp = match self.send_hop(req, &hop, Method::HEAD, None).await {
                 Ok(r) => r,
                 Err(e) => {
                     self.metrics.upstream("blob_head", "error");

@@ -7,7 +7,7 @@ use crate::metrics::Source;
 use crate::oci::{ErrorCode, RegistryError, TransportError};
 
 /// What a source's HTTP answer means for the chain.
-pub(super) enum Verdict {
+pub(crate) enum Verdict {
     /// Use this response.
     Use,
     /// The answer stands for the whole chain (the client may not read this, or the upstream
@@ -19,7 +19,7 @@ pub(super) enum Verdict {
 
 /// Judges an upstream status. `missing` is the code for a 404 (`BLOB_UNKNOWN`,
 /// `MANIFEST_UNKNOWN`).
-pub(super) fn judge(source: Source, resp: &reqwest::Response, missing: ErrorCode) -> Verdict {
+pub(crate) fn judge(source: Source, resp: &reqwest::Response, missing: ErrorCode) -> Verdict {
     let status = resp.status();
     match status {
         s if s.is_success() => Verdict::Use,
@@ -42,7 +42,7 @@ pub(super) fn judge(source: Source, resp: &reqwest::Response, missing: ErrorCode
 
 /// The failures met along the chain, turned into one error at the end.
 #[derive(Default)]
-pub(super) struct Failures {
+pub(crate) struct Failures {
     reasons: Vec<String>,
     bad_content: bool,
 }
@@ -86,7 +86,7 @@ impl Failures {
 
 /// The `Content-Length` header as sent. (`reqwest::Response::content_length` reports the body's
 /// size hint, which is 0 for every `HEAD` response.)
-pub(super) fn content_length(resp: &reqwest::Response) -> Option<u64> {
+pub(crate) fn content_length(resp: &reqwest::Response) -> Option<u64> {
     resp.headers()
         .get(header::CONTENT_LENGTH)?
         .to_str()

@@ -8,7 +8,7 @@ pub mod authz;
 mod blob;
 pub mod download;
 pub mod evict;
-mod failures;
+pub(crate) mod failures;
 pub mod limit;
 pub mod manifest;
 pub mod pieces;
@@ -40,6 +40,50 @@ pub struct BlobRequest {
     pub digest: Digest,
     /// The client's credentials, if it sent any.
     pub credentials: Option<Credentials>,
+    /// For a file (any HTTP URL) rather than a registry blob: where its bytes come from. The
+    /// registry and repository are then placeholders.
+    pub file: Option<Arc<FileOrigin>>,
+}
+
+/// Where a file's bytes come from: its URL, then standby origins, with the client's headers
+/// (which may carry secrets: never logged).
+#[derive(Clone)]
+pub struct FileOrigin {
+    /// The URL, then each standby origin's URL for it.
+    pub urls: Vec<(crate::metrics::Source, reqwest::Url)>,
+    /// Headers for the origin (authorization, cookies).
+    pub headers: http::HeaderMap,
+}
+
+impl std::fmt::Debug for FileOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts: Vec<&str> = self
+            .urls
+            .iter()
+            .map(|(_, u)| u.host_str().unwrap_or("?"))
+            .collect();
+        write!(f, "FileOrigin({hosts:?}, {} headers)", self.headers.len())
+    }
+}
+
+/// One source of a blob's bytes.
+pub(crate) enum Hop {
+    /// A registry (upstream or standby mirror).
+    Registry(crate::oci::Endpoint),
+    /// A file origin (or a standby one).
+    File(reqwest::Url),
+}
+
+impl Hop {
+    /// The host, for logs and errors (never the path or query: they may carry secrets).
+    pub(crate) fn host(&self) -> String {
+        match self {
+            Hop::Registry(e) => e.base.host_str(),
+            Hop::File(u) => u.host_str(),
+        }
+        .unwrap_or("?")
+        .to_owned()
+    }
 }
 
 /// A blob as the mirror can serve it.
@@ -192,6 +236,56 @@ impl Fetcher {
     /// The swarm, if attached.
     pub fn p2p(&self) -> Option<&crate::p2p::P2p> {
         self.p2p.get()
+    }
+
+    /// The sources of a blob, in the order they are tried.
+    pub(crate) fn hops(&self, req: &BlobRequest) -> Vec<(crate::metrics::Source, Hop)> {
+        match &req.file {
+            Some(f) => f
+                .urls
+                .iter()
+                .map(|(s, u)| (*s, Hop::File(u.clone())))
+                .collect(),
+            None => self
+                .registries
+                .chain(&req.registry)
+                .into_iter()
+                .map(|(s, e)| (s, Hop::Registry(e)))
+                .collect(),
+        }
+    }
+
+    /// Sends `method` for the blob to one source, resuming from `range_from`.
+    pub(crate) async fn send_hop(
+        &self,
+        req: &BlobRequest,
+        hop: &Hop,
+        method: http::Method,
+        range_from: Option<u64>,
+    ) -> Result<reqwest::Response, crate::oci::TransportError> {
+        match hop {
+            Hop::Registry(endpoint) => {
+                let up = crate::oci::UpstreamRequest {
+                    method,
+                    repo: &req.repo,
+                    path: format!("{}/blobs/{}", req.repo, req.digest),
+                    accept: &[],
+                    range_from,
+                    client: req.credentials.as_ref(),
+                };
+                self.client.send(endpoint, &up).await
+            }
+            Hop::File(url) => {
+                let headers = req
+                    .file
+                    .as_ref()
+                    .map(|f| f.headers.clone())
+                    .unwrap_or_default();
+                self.client
+                    .fetch_url(method, url, &headers, range_from)
+                    .await
+            }
+        }
     }
 
     /// Whether some source can serve: a peer of the zone is connected, or a configured

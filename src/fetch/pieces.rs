@@ -148,11 +148,22 @@ impl PieceService for StorePieces {
                 // Named the zone's fetcher for this blob: fetch it as if a client had asked.
                 None => {
                     let hint = hint?;
+                    let file = match &hint.url {
+                        Some(url) => Some(Arc::new(super::FileOrigin {
+                            urls: vec![(
+                                crate::metrics::Source::Upstream,
+                                crate::files::parse_url(url).ok()?,
+                            )],
+                            headers: http::HeaderMap::new(),
+                        })),
+                        None => None,
+                    };
                     let req = BlobRequest {
                         registry: hint.registry,
                         repo: hint.repository,
                         digest: digest.clone(),
                         credentials: None,
+                        file,
                     };
                     fetcher.blob(&req).ok()?
                 }

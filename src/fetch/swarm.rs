@@ -19,7 +19,7 @@ use super::{BlobRequest, Fetcher};
 use crate::metrics::Source;
 use http::Method;
 
-use crate::oci::{Digest, UpstreamRequest};
+use crate::oci::Digest;
 use crate::p2p::{self, FetchHint, P2p, P2pError};
 use crate::store::StoreError;
 use crate::store::partial::{
@@ -268,7 +268,17 @@ impl Fetcher {
             .filter(|p| p.zone.as_deref() == Some(p2p.zone()))
             .map(|p| p.id)
             .collect();
-        let fetcher = choose_fetcher(p2p, &known, &req.digest, &HashSet::new());
+        // A file whose request carries headers for the origin (credentials) is fetched here:
+        // those never leave the node.
+        let private = req
+            .file
+            .as_ref()
+            .is_some_and(|f| crate::files::private(&f.headers));
+        let fetcher = if private {
+            p2p.peer_id()
+        } else {
+            choose_fetcher(p2p, &known, &req.digest, &HashSet::new())
+        };
         if zone.is_empty() && fetcher == p2p.peer_id() {
             return Err(PeerMiss::NoProvider);
         }
@@ -289,6 +299,7 @@ impl Fetcher {
         let hint = FetchHint {
             registry: req.registry.clone(),
             repository: req.repo.clone(),
+            url: req.file.as_ref().map(|f| f.urls[0].1.to_string()),
         };
         let mut survey = Survey {
             layout: None,
@@ -688,23 +699,14 @@ impl Fetcher {
         };
         tracing::info!(digest = %req.digest, pieces = missing.len(), "peers ran out; fetching the missing pieces from the upstream");
         dl.update(|p| p.source = Source::Upstream);
-        let path = format!("{}/blobs/{}", req.repo, req.digest);
         for (first, last) in runs(&missing) {
             let mut next = first;
-            for (_, endpoint) in self.registries.chain(&req.registry) {
+            for (_, hop) in self.hops(req) {
                 if next > last {
                     break;
                 }
                 let start = map.piece_range(next).start;
-                let up = UpstreamRequest {
-                    method: Method::GET,
-                    repo: &req.repo,
-                    path: path.clone(),
-                    accept: &[],
-                    range_from: Some(start),
-                    client: req.credentials.as_ref(),
-                };
-                let Ok(mut resp) = self.client.send(&endpoint, &up).await else {
+                let Ok(mut resp) = self.send_hop(req, &hop, Method::GET, Some(start)).await else {
                     continue;
                 };
                 self.metrics.upstream("blob", resp.status().as_str());

@@ -23,6 +23,7 @@ pub(super) async fn get(
         repo,
         digest,
         credentials: ctx.credentials.clone(),
+        file: None,
     };
     let held = if ctx.head {
         fetcher.held_blob(&req.digest)
@@ -39,17 +40,52 @@ pub(super) async fn get(
         )
     };
     let range_header = ctx.headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    respond(
+        &fetcher,
+        &req,
+        held,
+        range_header,
+        ctx.head,
+        authorize,
+        None,
+    )
+    .await
+}
+
+/// The response for a blob the node holds or is downloading (`held`), or, for `HEAD` of one it
+/// does not, the chain's answer. `authorize` runs before anything held is served to a client
+/// that was not itself vouched for by the source; `content_type` replaces the blob's.
+pub(super) async fn respond<F, Fut>(
+    fetcher: &std::sync::Arc<crate::fetch::Fetcher>,
+    req: &BlobRequest,
+    held: Option<Blob>,
+    range_header: Option<&str>,
+    head: bool,
+    authorize: F,
+    content_type: Option<HeaderValue>,
+) -> Result<Response, RegistryError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), RegistryError>>,
+{
+    let typed = |mut resp: Response| {
+        if let Some(t) = &content_type {
+            resp.headers_mut().insert(header::CONTENT_TYPE, t.clone());
+        }
+        resp
+    };
+    let ctx_head = head;
     match held {
         None => {
             // HEAD of a blob the node does not hold: ask the chain, do not download.
-            let size = fetcher.head_blob(&req).await?;
-            Ok(headers_only(&req.digest, StatusCode::OK, size, None))
+            let size = fetcher.head_blob(req).await?;
+            Ok(typed(headers_only(&req.digest, StatusCode::OK, size, None)))
         }
         Some(Blob::Stored { size }) => {
             authorize().await?;
             let range = parse_range(range_header, size)?;
-            if ctx.head {
-                return Ok(headers_only(&req.digest, StatusCode::OK, size, None));
+            if ctx_head {
+                return Ok(typed(headers_only(&req.digest, StatusCode::OK, size, None)));
             }
             let metrics = fetcher.metrics().clone();
             let path = fetcher.store().blob_path(&req.digest);
@@ -60,6 +96,7 @@ pub(super) async fn get(
                 metrics.served(Source::Cache, n)
             })
             .await
+            .map(typed)
         }
         Some(Blob::Downloading { download, leader }) => {
             let progress = download.ready().await?;
@@ -71,17 +108,25 @@ pub(super) async fn get(
                 // The source did not announce a length: stream it all, chunked.
                 let body =
                     Body::from_stream(download.reader(0, u64::MAX, fetcher.metrics().clone()));
-                return Ok(with_blob_headers(Response::new(body), &req.digest, None));
+                return Ok(typed(with_blob_headers(
+                    Response::new(body),
+                    &req.digest,
+                    None,
+                )));
             };
             let range = parse_range(range_header, size)?;
-            if ctx.head {
-                return Ok(headers_only(&req.digest, StatusCode::OK, size, None));
+            if ctx_head {
+                return Ok(typed(headers_only(&req.digest, StatusCode::OK, size, None)));
             }
             let (start, end) = range.map_or((0, size), |r| (r.start, r.end));
             let stream = download.reader(start, end, fetcher.metrics().clone());
             let mut resp = Response::new(Body::from_stream(stream));
             set_extent(&mut resp, size, range);
-            Ok(with_blob_headers(resp, &req.digest, Some(end - start)))
+            Ok(typed(with_blob_headers(
+                resp,
+                &req.digest,
+                Some(end - start),
+            )))
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The node's HTTP front: the registry-mirror API (`/v2/…`) that Docker and containerd pull
-//! through, and the admin endpoints (`/healthz`, `/readyz`, `/status`, `/metrics`).
+//! through, files (`/api/v1/files`, and `http://` URLs in proxy form), and the admin endpoints
+//! (`/healthz`, `/readyz`, `/status`, `/metrics`).
 
 pub mod admin;
 mod blobs;
+mod files;
 mod manifests;
 pub mod route;
 
@@ -30,6 +32,8 @@ pub struct MirrorState {
     pub fetcher: Arc<Fetcher>,
     /// The registry a request without `?ns=` means (Docker's mirror requests).
     pub default_registry: RegistryHost,
+    /// Files (any HTTP URL).
+    pub files: Arc<crate::files::Files>,
 }
 
 impl IntoResponse for RegistryError {
@@ -49,10 +53,15 @@ pub fn router(state: MirrorState) -> Router {
         .route("/v2", get(base))
         .route("/v2/", get(base))
         .route("/v2/{*rest}", any(v2))
+        .route("/api/v1/files", get(files::endpoint))
         .fallback(|| async {
             RegistryError::new(ErrorCode::NameUnknown, "not a registry API path")
                 .with_status(StatusCode::NOT_FOUND)
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            files::proxy,
+        ))
         .with_state(state)
         // Outermost, so every request (including rejected ones) gets a span with its method and
         // path; headers are not recorded, so credentials never reach the logs.

@@ -211,6 +211,33 @@ impl RegistryClient {
         builder.send().await
     }
 
+    /// A plain request for a file: `url` with the client's `headers` (and `Range: bytes=N-`).
+    /// Redirects are followed; `Authorization` and `Cookie` are not carried to another host.
+    ///
+    /// # Errors
+    /// Only transport failures; every HTTP status comes back as a response.
+    pub async fn fetch_url(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &http::HeaderMap,
+        range_from: Option<u64>,
+    ) -> Result<reqwest::Response, TransportError> {
+        let mut builder = self
+            .http
+            .request(method, url.clone())
+            .headers(headers.clone())
+            // The bytes as stored: what the digest and piece hashes are taken over.
+            .header(header::ACCEPT_ENCODING, "identity");
+        if let Some(from) = range_from.filter(|n| *n > 0) {
+            builder = builder.header(header::RANGE, format!("bytes={from}-"));
+        }
+        builder.send().await.map_err(|source| TransportError {
+            host: url.host_str().unwrap_or("?").to_owned(),
+            source: source.without_url(),
+        })
+    }
+
     /// A still-valid token obtained earlier for this endpoint, scope and credentials.
     fn cached_token(&self, key: &TokenKey) -> Option<HeaderValue> {
         let tokens = self.tokens.lock().unwrap();

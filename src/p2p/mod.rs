@@ -57,6 +57,8 @@ pub struct FetchHint {
     pub registry: crate::oci::RegistryHost,
     /// The repository.
     pub repository: crate::oci::RepoName,
+    /// For a file: its URL (the registry and repository are placeholders).
+    pub url: Option<String>,
 }
 
 /// A piece on its way to a peer, with what the node holds until it has been sent (an upload
@@ -306,6 +308,7 @@ impl P2p {
                 digest: digest.to_string(),
                 registry: hint.map(|h| h.registry.to_string()).unwrap_or_default(),
                 repository: hint.map(|h| h.repository.to_string()).unwrap_or_default(),
+                url: hint.and_then(|h| h.url.clone()).unwrap_or_default(),
             })),
         };
         match self.request(peer, req).await?.kind {

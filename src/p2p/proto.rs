@@ -49,6 +49,9 @@ pub struct PieceMapRequest {
     /// Fetch hint: the repository.
     #[prost(string, tag = "3")]
     pub repository: String,
+    /// Fetch hint for a file: its URL.
+    #[prost(string, tag = "4")]
+    pub url: String,
 }
 
 /// `PieceRequest` in the schema.

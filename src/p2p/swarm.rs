@@ -582,6 +582,7 @@ async fn answer(
                     (Ok(registry), Ok(repository)) => Some(super::FetchHint {
                         registry,
                         repository,
+                        url: (!m.url.is_empty()).then_some(m.url),
                     }),
                     _ => return bad("malformed fetch hint"),
                 }

@@ -74,6 +74,17 @@ pub struct TagRecord {
     pub media_type: MediaType,
 }
 
+/// What a file (an HTTP URL, with the origin's validators) was found to be.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileRecord {
+    /// The content's digest (it is stored as that blob).
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// The origin's `Content-Type`, if it sent one.
+    pub content_type: Option<String>,
+}
+
 /// The store. Cheap to share behind an `Arc`; all methods take `&self`.
 #[derive(Debug)]
 pub struct Store {
@@ -149,6 +160,47 @@ impl Store {
             self.blob_path(digest),
             digest.clone(),
         )
+    }
+
+    /// Starts writing content whose digest is not known yet; name it with
+    /// [`BlobWriter::adopt`] before `commit`.
+    ///
+    /// # Errors
+    /// When the temporary file cannot be created.
+    pub fn unnamed_writer(&self) -> Result<BlobWriter, StoreError> {
+        let algorithm = crate::oci::Algorithm::Sha256;
+        let placeholder = crate::oci::Hasher::new(algorithm).finish();
+        BlobWriter::create(
+            self.temp_path("unnamed"),
+            self.temp_path("unnamed-dest"),
+            placeholder,
+        )
+    }
+
+    fn file_record_path(&self, id: &str) -> PathBuf {
+        self.root.join("files").join(format!("{id}.json"))
+    }
+
+    /// What a file identity (URL and validators) was last found to be.
+    pub fn file_record(&self, id: &str) -> Option<FileRecord> {
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let bytes = fs::read(self.file_record_path(id)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Records what a file identity is.
+    ///
+    /// # Errors
+    /// On I/O failure.
+    pub fn put_file_record(&self, id: &str, record: &FileRecord) -> Result<(), StoreError> {
+        let path = self.file_record_path(id);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
+        }
+        let json = serde_json::to_vec(record).expect("file record serializes");
+        self.write_atomic(&path, &json)
     }
 
     fn manifest_path(&self, digest: &Digest) -> PathBuf {

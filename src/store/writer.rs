@@ -106,6 +106,23 @@ impl BlobWriter {
         self.verify_with(hasher)
     }
 
+    /// Names content whose digest was not known in advance (a file fetched without one) by its
+    /// own hash: the blob is whatever was written, so it is verified by construction, and
+    /// `commit` moves it to that digest's place in `blobs/`. Returns the digest.
+    ///
+    /// # Panics
+    /// If the hasher was detached.
+    pub fn adopt(&mut self, blobs: impl FnOnce(&Digest) -> PathBuf) -> Digest {
+        let hasher = self
+            .hasher
+            .take()
+            .expect("adopt needs the writer's own hasher");
+        self.digest = hasher.finish();
+        self.dest = blobs(&self.digest);
+        self.verified = true;
+        self.digest.clone()
+    }
+
     /// Checks a detached hasher's result against the digest.
     ///
     /// # Errors

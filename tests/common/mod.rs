@@ -20,6 +20,8 @@
 // Each test file compiles this module separately and uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+/// Several nodes in one swarm.
+pub mod cluster;
 /// containerd and `ctr`, plus hosts.toml for registry mirrors.
 pub mod containerd;
 /// dockerd with a registry mirror.
@@ -30,6 +32,8 @@ pub mod fake;
 pub mod http;
 /// Generated OCI test images and pushing them.
 pub mod image;
+/// Debian's nginx as a file origin.
+pub mod nginx;
 /// A `shoal node` process.
 pub mod node;
 /// Background processes with collected output.

@@ -1,0 +1,558 @@
+//! Files: any HTTP(S) URL fetched through the node and shared through the swarm like a blob.
+//!
+//! A file is stored as the blob of its content's digest, so pieces, peers, seeds, limits and
+//! the disk quota work as for layers.
+//!
+//! - **With a digest** (`digest=sha256:…`), the digest is the file's identity: held content is
+//!   served at once, anything fetched is verified against it before it is complete, and
+//!   peers of the zone take part exactly as for a registry blob (the zone's fetcher gets the
+//!   URL in its fetch hint, unless the client's request carries headers for the origin, which
+//!   never leave the node).
+//! - **Without one**, every request asks the origin first (`HEAD`, with the client's headers):
+//!   its answer is both the permission and the freshness check. The identity is the URL
+//!   (normalized, without the query parameters configured as not changing the content, such as
+//!   presigned URLs' signatures) plus the origin's validators (`ETag`, `Last-Modified`,
+//!   length). A known identity is served from the store; a new one is fetched once (per node)
+//!   and recorded. Without any validator the content cannot be recognized again, so it is
+//!   fetched every time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use reqwest::Url;
+use sha2::{Digest as _, Sha256};
+
+use crate::fetch::failures::{Failures, Verdict, judge};
+use crate::fetch::{BlobRequest, Fetcher, FileOrigin};
+use crate::metrics::Source;
+use crate::oci::{Digest, ErrorCode, RegistryError};
+use crate::store::FileRecord;
+
+/// Query parameters left out of a file's identity by default: the signature parts of S3 and
+/// Google Cloud Storage presigned URLs, which change with every signing but not the content.
+pub const DEFAULT_IGNORED_PARAMS: &[&str] = &[
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-Security-Token",
+    "X-Amz-Signature",
+    "X-Amz-SignedHeaders",
+    "X-Goog-Algorithm",
+    "X-Goog-Credential",
+    "X-Goog-Date",
+    "X-Goog-Expires",
+    "X-Goog-Signature",
+    "X-Goog-SignedHeaders",
+];
+
+/// How files are identified and where else they come from.
+#[derive(Debug, Clone, Default)]
+pub struct FileSettings {
+    /// Query parameters that do not change the content (compared case-insensitively).
+    pub ignored_params: Vec<String>,
+    /// Standby origins: a URL starting with the prefix is also tried with the prefix replaced.
+    pub fallbacks: Vec<(String, String)>,
+}
+
+/// Request headers that are the node's business, not the origin's.
+const NOT_FORWARDED: &[HeaderName] = &[
+    header::HOST,
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::ACCEPT_ENCODING,
+    header::CONNECTION,
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::EXPECT,
+];
+
+/// The headers of a client's request that go to the origin (authorization, cookies, …).
+pub fn forwarded(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in headers {
+        let hop = NOT_FORWARDED.contains(name)
+            || name.as_str().starts_with("proxy-")
+            || name.as_str() == "keep-alive";
+        if !hop {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// Checks a file URL: `http` or `https`, with a host, no credentials in it.
+///
+/// # Errors
+/// `UNSUPPORTED` with the reason.
+pub fn parse_url(raw: &str) -> Result<Url, RegistryError> {
+    let bad = |m: String| RegistryError::new(ErrorCode::Unsupported, m);
+    let url = Url::parse(raw).map_err(|e| bad(format!("invalid URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(format!(
+            "unsupported scheme {:?}: only http and https",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("the URL has no host".into()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            "credentials in the URL are not accepted: send an Authorization header".into(),
+        ));
+    }
+    Ok(url)
+}
+
+/// The URL as an identity: scheme, host, port, path, and the query parameters that matter,
+/// sorted; no fragment.
+pub fn normalized(url: &Url, ignored: &[String]) -> String {
+    let mut params: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| !ignored.iter().any(|i| i.eq_ignore_ascii_case(k)))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    params.sort();
+    let mut out = format!(
+        "{}://{}:{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or_default().to_ascii_lowercase(),
+        url.port_or_known_default().unwrap_or(0),
+        url.path()
+    );
+    if !params.is_empty() {
+        let q: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push('?');
+        out.push_str(&q.join("&"));
+    }
+    out
+}
+
+/// What an origin said of a file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// `ETag`.
+    pub etag: Option<String>,
+    /// `Last-Modified`.
+    pub last_modified: Option<String>,
+    /// `Content-Length`.
+    pub length: Option<u64>,
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+}
+
+impl Validators {
+    fn of(resp: &reqwest::Response) -> Validators {
+        let text = |h: header::HeaderName| {
+            resp.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Validators {
+            etag: text(header::ETAG),
+            last_modified: text(header::LAST_MODIFIED),
+            length: crate::fetch::failures::content_length(resp),
+            content_type: text(header::CONTENT_TYPE),
+        }
+    }
+
+    /// The identity of this content at `url`: `None` when the origin gave no validator, so
+    /// that a change could not be told.
+    pub fn identity(&self, url: &Url, ignored: &[String]) -> Option<String> {
+        if self.etag.is_none() && self.last_modified.is_none() {
+            return None;
+        }
+        let mut h = Sha256::new();
+        for part in [
+            normalized(url, ignored).as_str(),
+            self.etag.as_deref().unwrap_or(""),
+            self.last_modified.as_deref().unwrap_or(""),
+            &self.length.map(|n| n.to_string()).unwrap_or_default(),
+        ] {
+            h.update(part.as_bytes());
+            h.update(b"\n");
+        }
+        Some(hex::encode(h.finalize()))
+    }
+}
+
+/// A file resolved to the blob that holds it.
+pub struct Resolved {
+    /// The blob request (digest and origin).
+    pub blob: BlobRequest,
+    /// The origin's `Content-Type`.
+    pub content_type: Option<String>,
+}
+
+/// The node's file service.
+pub struct Files {
+    fetcher: Arc<Fetcher>,
+    settings: FileSettings,
+    /// One fetch per identity at a time on this node.
+    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Digests whose origin sent other content lately, so that a client retrying (to resume a
+    /// transfer that was cut when the check failed) hears why at once.
+    mismatched: Mutex<HashMap<Digest, std::time::Instant>>,
+}
+
+/// How long a digest mismatch is answered from memory.
+const MISMATCH_MEMORY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Headers that do not make a request private (they carry no credentials).
+const PUBLIC_HEADERS: &[HeaderName] =
+    &[header::ACCEPT, header::USER_AGENT, header::ACCEPT_LANGUAGE];
+
+/// Whether forwarded headers may carry credentials (then the request is fetched by this node
+/// only: they never go to peers).
+pub fn private(headers: &HeaderMap) -> bool {
+    headers.keys().any(|k| !PUBLIC_HEADERS.contains(k))
+}
+
+impl Files {
+    /// The service for this node.
+    pub fn new(fetcher: Arc<Fetcher>, settings: FileSettings) -> Arc<Files> {
+        Arc::new(Files {
+            fetcher,
+            settings,
+            flights: Mutex::default(),
+            mismatched: Mutex::default(),
+        })
+    }
+
+    /// `DIGEST_INVALID` if the origin sent other content for `digest` lately.
+    pub fn mismatch(&self, digest: &Digest) -> Option<RegistryError> {
+        let mut m = self.mismatched.lock().unwrap();
+        m.retain(|_, at| at.elapsed() < MISMATCH_MEMORY);
+        m.contains_key(digest).then(|| {
+            RegistryError::new(
+                ErrorCode::DigestInvalid,
+                format!("the origin's content does not match {digest}"),
+            )
+            .with_status(StatusCode::BAD_GATEWAY)
+        })
+    }
+
+    /// Watches a file download: if the origin's content fails the digest, remember it.
+    pub fn watch(self: &Arc<Self>, download: Arc<crate::fetch::Download>) {
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            if let Err(e) = download.finished().await
+                && e.status == StatusCode::BAD_GATEWAY
+                && let Some(this) = this.upgrade()
+            {
+                this.mismatched
+                    .lock()
+                    .unwrap()
+                    .insert(download.digest.clone(), std::time::Instant::now());
+            }
+        });
+    }
+
+    /// The URL and its standby origins, with the client's headers.
+    pub fn origin(&self, url: &Url, headers: HeaderMap) -> FileOrigin {
+        let mut urls = vec![(Source::Upstream, url.clone())];
+        for (prefix, replacement) in &self.settings.fallbacks {
+            if let Some(rest) = url.as_str().strip_prefix(prefix.as_str())
+                && let Ok(u) = Url::parse(&format!("{replacement}{rest}"))
+            {
+                urls.push((Source::Fallback, u));
+            }
+        }
+        FileOrigin { urls, headers }
+    }
+
+    fn blob_request(digest: Digest, origin: FileOrigin) -> BlobRequest {
+        BlobRequest {
+            registry: "files.invalid".parse().expect("valid host"),
+            repo: "files".parse().expect("valid name"),
+            digest,
+            credentials: None,
+            file: Some(Arc::new(origin)),
+        }
+    }
+
+    /// Asks the origin chain about the file (`HEAD`).
+    async fn head(&self, req: &BlobRequest) -> Result<Validators, RegistryError> {
+        let mut failures = Failures::default();
+        for (source, hop) in self.fetcher.hops(req) {
+            let host = hop.host();
+            let resp = match self.fetcher.send_hop(req, &hop, Method::HEAD, None).await {
+                Ok(r) => r,
+                Err(e) => {
+                    failures.unreachable(source, &e);
+                    continue;
+                }
+            };
+            self.fetcher
+                .metrics()
+                .upstream("file_head", resp.status().as_str());
+            match judge(source, &resp, ErrorCode::BlobUnknown) {
+                Verdict::Use => return Ok(Validators::of(&resp)),
+                Verdict::Final(e) => return Err(e),
+                Verdict::Next => failures.status(source, &host, resp.status()),
+            }
+        }
+        Err(failures.into_error())
+    }
+
+    /// Finds (or fetches) the blob that holds the file at `url`.
+    ///
+    /// # Errors
+    /// The origin's refusal (401, 403, 404 pass through), an unreachable origin (unless the
+    /// file's digest is given and held), a body shorter than announced, or a full disk.
+    pub async fn resolve(
+        &self,
+        url: &Url,
+        digest: Option<Digest>,
+        headers: HeaderMap,
+    ) -> Result<Resolved, RegistryError> {
+        let origin = self.origin(url, headers);
+        if let Some(digest) = digest {
+            let req = Self::blob_request(digest, origin);
+            let head = self.head(&req).await;
+            return match head {
+                Ok(v) => Ok(Resolved {
+                    blob: req,
+                    content_type: v.content_type,
+                }),
+                // Content-addressed and held: the origin is not needed to serve it.
+                Err(e) if e.status.is_server_error() => {
+                    if self.fetcher.store().blob_size(&req.digest).is_some() {
+                        Ok(Resolved {
+                            blob: req,
+                            content_type: None,
+                        })
+                    } else {
+                        Err(e)
+                    }
+                }
+                Err(e) => Err(e),
+            };
+        }
+        let placeholder = Self::blob_request(Hasher256::empty(), origin);
+        let v = self.head(&placeholder).await?;
+        let id = v.identity(url, &self.settings.ignored_params);
+        let origin = placeholder.file.clone().expect("a file request");
+        let known = |id: &str| {
+            self.fetcher
+                .store()
+                .file_record(id)
+                .filter(|r| self.fetcher.store().blob_size(&r.digest) == Some(r.size))
+        };
+        if let Some(record) = id.as_deref().and_then(known) {
+            return Ok(Resolved {
+                blob: Self::blob_request(record.digest, (*origin).clone()),
+                content_type: record.content_type.or(v.content_type),
+            });
+        }
+        let flight = id.clone().unwrap_or_else(|| url.to_string());
+        let gate = self
+            .flights
+            .lock()
+            .unwrap()
+            .entry(flight.clone())
+            .or_default()
+            .clone();
+        let result = async {
+            let _turn = gate.lock().await;
+            // Fetched by the request before this one?
+            if let Some(record) = id.as_deref().and_then(known) {
+                return Ok(record);
+            }
+            let record = self.fetch_unnamed(&placeholder, &v).await?;
+            if let Some(id) = &id
+                && let Err(e) = self.fetcher.store().put_file_record(id, &record)
+            {
+                tracing::warn!(error = %e, "cannot record a file's identity");
+            }
+            Ok(record)
+        }
+        .await;
+        {
+            let mut flights = self.flights.lock().unwrap();
+            if flights
+                .get(&flight)
+                .is_some_and(|g| Arc::strong_count(g) <= 2)
+            {
+                flights.remove(&flight);
+            }
+        }
+        drop(gate);
+        let record = result?;
+        Ok(Resolved {
+            blob: Self::blob_request(record.digest, (*origin).clone()),
+            content_type: record.content_type,
+        })
+    }
+
+    /// Fetches a file whose digest is not known into the store, under the digest of what
+    /// arrived; a body shorter (or longer) than announced is an error and leaves nothing.
+    async fn fetch_unnamed(
+        &self,
+        req: &BlobRequest,
+        v: &Validators,
+    ) -> Result<FileRecord, RegistryError> {
+        let store = self.fetcher.store().clone();
+        let mut failures = Failures::default();
+        for (source, hop) in self.fetcher.hops(req) {
+            let host = hop.host();
+            let mut resp = match self.fetcher.send_hop(req, &hop, Method::GET, None).await {
+                Ok(r) => r,
+                Err(e) => {
+                    failures.unreachable(source, &e);
+                    continue;
+                }
+            };
+            self.fetcher
+                .metrics()
+                .upstream("file", resp.status().as_str());
+            match judge(source, &resp, ErrorCode::BlobUnknown) {
+                Verdict::Use => {}
+                Verdict::Final(e) => return Err(e),
+                Verdict::Next => {
+                    failures.status(source, &host, resp.status());
+                    continue;
+                }
+            }
+            if resp.status() != StatusCode::OK {
+                failures.bad_content(source, &host, format!("status {}", resp.status()));
+                continue;
+            }
+            let announced = crate::fetch::failures::content_length(&resp);
+            let content_type = Validators::of(&resp)
+                .content_type
+                .or(v.content_type.clone());
+            let mut writer = store.unnamed_writer().map_err(store_error)?;
+            let mut cut = false;
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => {
+                        self.fetcher.download_budget(chunk.len() as u64).await;
+                        tokio::task::block_in_place(|| writer.write(&chunk))
+                            .map_err(store_error)?;
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        cut = true;
+                        break;
+                    }
+                }
+            }
+            let written = writer.written();
+            if cut || announced.is_some_and(|n| n != written) {
+                tracing::warn!(%host, written, ?announced, "file body cut short or too long");
+                failures.bad_content(
+                    source,
+                    &host,
+                    format!(
+                        "body of {written} bytes{}",
+                        announced
+                            .map(|n| format!(", {n} announced"))
+                            .unwrap_or_default()
+                    ),
+                );
+                continue;
+            }
+            let digest = writer.adopt(|d| store.blob_path(d));
+            let size = tokio::task::spawn_blocking(move || writer.commit())
+                .await
+                .expect("commit does not panic")
+                .map_err(store_error)?;
+            self.fetcher.metrics().upstream("file_stored", "ok");
+            if let Some(p2p) = self.fetcher.p2p() {
+                p2p.provide(&digest).await;
+            }
+            return Ok(FileRecord {
+                digest,
+                size,
+                content_type,
+            });
+        }
+        Err(failures.into_error())
+    }
+}
+
+/// The empty SHA-256 digest, a placeholder for a file whose digest is not known yet.
+struct Hasher256;
+
+impl Hasher256 {
+    fn empty() -> Digest {
+        crate::oci::Hasher::new(crate::oci::Algorithm::Sha256).finish()
+    }
+}
+
+fn store_error(e: crate::store::StoreError) -> RegistryError {
+    RegistryError::new(ErrorCode::Unknown, format!("the store failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_ignores_signatures_and_follows_validators() {
+        let ignored: Vec<String> = DEFAULT_IGNORED_PARAMS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let a = Url::parse("http://Files.example/x/a.tgz?v=2&X-Amz-Signature=aaa&X-Amz-Date=1")
+            .unwrap();
+        let b = Url::parse("http://files.example:80/x/a.tgz?X-Amz-Signature=bbb&v=2#frag").unwrap();
+        assert_eq!(normalized(&a, &ignored), normalized(&b, &ignored));
+        assert_eq!(
+            normalized(&a, &ignored),
+            "http://files.example:80/x/a.tgz?v=2"
+        );
+        let c = Url::parse("http://files.example/x/a.tgz?v=3").unwrap();
+        assert_ne!(normalized(&a, &ignored), normalized(&c, &ignored));
+
+        let v = Validators {
+            etag: Some("\"1\"".into()),
+            length: Some(10),
+            ..Default::default()
+        };
+        assert_eq!(v.identity(&a, &ignored), v.identity(&b, &ignored));
+        let changed = Validators {
+            etag: Some("\"2\"".into()),
+            ..v.clone()
+        };
+        assert_ne!(v.identity(&a, &ignored), changed.identity(&a, &ignored));
+        assert_eq!(Validators::default().identity(&a, &ignored), None);
+    }
+
+    #[test]
+    fn urls_are_checked_and_secrets_stay_out_of_forwarding_rules() {
+        assert!(parse_url("http://h/x").is_ok());
+        for bad in [
+            "ftp://h/x",
+            "file:///etc/passwd",
+            "http://u:p@h/x",
+            "nonsense",
+            "http://",
+        ] {
+            let e = parse_url(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Unsupported, "{bad}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer t".parse().unwrap());
+        h.insert(header::COOKIE, "a=b".parse().unwrap());
+        h.insert(header::RANGE, "bytes=1-".parse().unwrap());
+        h.insert(header::HOST, "node".parse().unwrap());
+        h.insert("proxy-connection", "keep-alive".parse().unwrap());
+        let f = forwarded(&h);
+        assert!(f.contains_key(header::AUTHORIZATION) && f.contains_key(header::COOKIE));
+        assert_eq!(f.len(), 2);
+    }
+}
