@@ -194,6 +194,8 @@ pub struct Resolved {
     pub blob: BlobRequest,
     /// The origin's `Content-Type`.
     pub content_type: Option<String>,
+    /// The size, when the origin or the store told it.
+    pub size: Option<u64>,
 }
 
 /// The node's file service.
@@ -326,13 +328,15 @@ impl Files {
                 Ok(v) => Ok(Resolved {
                     blob: req,
                     content_type: v.content_type,
+                    size: v.length,
                 }),
                 // Content-addressed and held: the origin is not needed to serve it.
                 Err(e) if e.status.is_server_error() => {
-                    if self.fetcher.store().blob_size(&req.digest).is_some() {
+                    if let Some(size) = self.fetcher.store().blob_size(&req.digest) {
                         Ok(Resolved {
                             blob: req,
                             content_type: None,
+                            size: Some(size),
                         })
                     } else {
                         Err(e)
@@ -355,6 +359,7 @@ impl Files {
             return Ok(Resolved {
                 blob: Self::blob_request(record.digest, (*origin).clone()),
                 content_type: record.content_type.or(v.content_type),
+                size: Some(record.size),
             });
         }
         let flight = id.clone().unwrap_or_else(|| url.to_string());
@@ -394,7 +399,42 @@ impl Files {
         Ok(Resolved {
             blob: Self::blob_request(record.digest, (*origin).clone()),
             content_type: record.content_type,
+            size: Some(record.size),
         })
+    }
+
+    /// Fetches a file of known digest (a preheat order) and records it under the URL's identity
+    /// too, so that later requests without the digest find it. Returns its size.
+    ///
+    /// # Errors
+    /// As [`Files::resolve`], or the download's failure.
+    pub async fn fetch_known(&self, url: &Url, digest: Digest) -> Result<u64, RegistryError> {
+        let origin = self.origin(url, HeaderMap::new());
+        let req = Self::blob_request(digest.clone(), origin);
+        let v = self.head(&req).await?;
+        match self.fetcher.blob(&req)? {
+            crate::fetch::Blob::Stored { .. } => {}
+            crate::fetch::Blob::Downloading { download, .. } => download.finished().await?,
+        }
+        let size = self.fetcher.store().blob_size(&digest).ok_or_else(|| {
+            RegistryError::new(
+                ErrorCode::BlobUnknown,
+                format!("{digest} is not in the store"),
+            )
+        })?;
+        if let Some(id) = v.identity(url, &self.settings.ignored_params)
+            && v.length.is_none_or(|n| n == size)
+        {
+            let record = FileRecord {
+                digest,
+                size,
+                content_type: v.content_type,
+            };
+            if let Err(e) = self.fetcher.store().put_file_record(&id, &record) {
+                tracing::warn!(error = %e, "cannot record a file's identity");
+            }
+        }
+        Ok(size)
     }
 
     /// Fetches a file whose digest is not known into the store, under the digest of what

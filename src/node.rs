@@ -124,8 +124,13 @@ impl Node {
         .with_swarm(settings.piece_size, settings.stall_timeout);
         fetcher.spawn_quota_loop();
         let p2p = start_swarm(&settings, &fetcher).await?;
-        let preheater =
-            crate::preheat::Preheater::new(fetcher.clone(), role(&settings), &settings.zone);
+        let files = crate::files::Files::new(fetcher.clone(), settings.files.clone());
+        let preheater = crate::preheat::Preheater::new(
+            fetcher.clone(),
+            files.clone(),
+            role(&settings),
+            &settings.zone,
+        );
         preheater.listen(&p2p);
         fetcher.attach_p2p(p2p);
         let mirror_addr = mirror_listener.local_addr()?;
@@ -139,7 +144,7 @@ impl Node {
             mirror_listener,
             admin_listener,
             mirror_state: MirrorState {
-                files: crate::files::Files::new(fetcher.clone(), settings.files.clone()),
+                files,
                 fetcher: fetcher.clone(),
                 default_registry: settings.default_registry,
             },

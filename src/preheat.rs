@@ -377,11 +377,15 @@ pub struct PreheatRequest {
     /// The zone: for `zone` the default is this node's; for `seeds` every zone.
     #[serde(default)]
     pub zone: Option<String>,
+    /// For a file (`image` is then an http or https URL): its digest, if known.
+    #[serde(default)]
+    pub digest: Option<String>,
 }
 
 /// Runs preheats: gives orders, follows them, and carries out those meant for this node.
 pub struct Preheater {
     fetcher: Arc<Fetcher>,
+    files: Arc<crate::files::Files>,
     role: String,
     zone: String,
     orders: Mutex<HashMap<String, Order>>,
@@ -390,9 +394,15 @@ pub struct Preheater {
 
 impl Preheater {
     /// A preheater for this node; [`Preheater::listen`] starts following the task topic.
-    pub fn new(fetcher: Arc<Fetcher>, role: &str, zone: &str) -> Arc<Preheater> {
+    pub fn new(
+        fetcher: Arc<Fetcher>,
+        files: Arc<crate::files::Files>,
+        role: &str,
+        zone: &str,
+    ) -> Arc<Preheater> {
         Arc::new(Preheater {
             fetcher,
+            files,
             role: role.into(),
             zone: zone.into(),
             orders: Mutex::default(),
@@ -486,6 +496,27 @@ impl Preheater {
             "{}/{}@{}",
             order.registry, order.repository, order.reference
         );
+        if !order.url.is_empty() {
+            let result = async {
+                let url = crate::files::parse_url(&order.url)?;
+                let digest: Digest = order.digest.parse().map_err(bad_order)?;
+                progress.blobs_total = 1;
+                report(progress.clone()).await;
+                self.files.fetch_known(&url, digest).await
+            }
+            .await;
+            progress.finished = true;
+            match result {
+                Ok(size) => {
+                    progress.blobs_done = 1;
+                    progress.bytes_done = size;
+                    progress.bytes_total = size;
+                }
+                Err(e) => progress.error = e.message,
+            }
+            report(progress).await;
+            return;
+        }
         let result = async {
             let image = ImageRef {
                 registry: order.registry.parse().map_err(bad_order)?,
@@ -581,6 +612,15 @@ impl Preheater {
         req: PreheatRequest,
     ) -> Result<OrderStatus, RegistryError> {
         let invalid = |m: String| RegistryError::new(ErrorCode::NameInvalid, m);
+        let is_file = req.image.starts_with("http://") || req.image.starts_with("https://");
+        if is_file {
+            return self.order_file(req).await;
+        }
+        if req.digest.is_some() {
+            return Err(invalid(
+                "a digest goes with a file URL, not an image".into(),
+            ));
+        }
         let image: ImageRef = req
             .image
             .parse()
@@ -597,19 +637,111 @@ impl Preheater {
             .unwrap_or("seeds")
             .parse()
             .map_err(invalid)?;
-        let zone = match (scope, req.zone) {
-            (Scope::All, _) => String::new(),
-            (Scope::Zone, None) => self.zone.clone(),
-            (_, z) => z.unwrap_or_default(),
-        };
-        let p2p = self.fetcher.p2p().cloned();
+        let zone = self.zone_for(scope, req.zone);
         let resolved = resolve(&self.fetcher, &image, &platforms)
             .await
             .map_err(|mut e| {
                 e.message = format!("{image}: {}", e.message);
                 e
             })?;
+        // Nodes resolve the reference themselves, a tag included: each records the tag, so
+        // that it can answer for it while the upstream is down.
+        let wire = PreheatOrder {
+            id: String::new(),
+            registry: image.registry.to_string(),
+            repository: image.repo.to_string(),
+            reference: image.reference.to_string(),
+            platforms: platforms.iter().map(Platform::to_string).collect(),
+            scope: scope.as_str().into(),
+            zone,
+            url: String::new(),
+            digest: String::new(),
+        };
+        self.give(wire, image.to_string(), scope, resolved).await
+    }
+
+    fn zone_for(&self, scope: Scope, zone: Option<String>) -> String {
+        match (scope, zone) {
+            (Scope::All, _) => String::new(),
+            (Scope::Zone, None) => self.zone.clone(),
+            (_, z) => z.unwrap_or_default(),
+        }
+    }
+
+    /// A preheat of a file: the ordering node resolves it (fetching it when no digest is
+    /// given, to learn it), and the order names the digest, so that every node fetches it
+    /// through the swarm and verifies it.
+    async fn order_file(
+        self: &Arc<Self>,
+        req: PreheatRequest,
+    ) -> Result<OrderStatus, RegistryError> {
+        let invalid = |m: String| RegistryError::new(ErrorCode::NameInvalid, m);
+        let url = crate::files::parse_url(&req.image)?;
+        if !req.platforms.is_empty() {
+            return Err(invalid("platforms go with images, not files".into()));
+        }
+        let digest = req
+            .digest
+            .as_deref()
+            .map(|d| {
+                d.parse::<Digest>()
+                    .map_err(|e| invalid(format!("digest {d:?}: {e}")))
+            })
+            .transpose()?;
+        let scope: Scope = req
+            .scope
+            .as_deref()
+            .unwrap_or("seeds")
+            .parse()
+            .map_err(invalid)?;
+        let zone = self.zone_for(scope, req.zone);
+        let host = url.host_str().unwrap_or("?").to_owned();
+        let r = self
+            .files
+            .resolve(&url, digest, http::HeaderMap::new())
+            .await
+            .map_err(|mut e| {
+                e.message = format!("a file on {host}: {}", e.message);
+                e
+            })?;
+        let resolved = Resolved {
+            manifests: Vec::new(),
+            blobs: vec![(r.blob.digest.clone(), r.size.unwrap_or(0))],
+        };
+        let wire = PreheatOrder {
+            id: String::new(),
+            registry: String::new(),
+            repository: String::new(),
+            reference: String::new(),
+            platforms: Vec::new(),
+            scope: scope.as_str().into(),
+            zone,
+            url: url.to_string(),
+            digest: r.blob.digest.to_string(),
+        };
+        // The URL may carry a signature: the status names the host only.
+        self.give(
+            wire,
+            format!("file on {host} ({})", r.blob.digest),
+            scope,
+            resolved,
+        )
+        .await
+    }
+
+    /// Records an order, publishes it, and carries it out here if this node is in scope.
+    async fn give(
+        self: &Arc<Self>,
+        mut wire: PreheatOrder,
+        image: String,
+        scope: Scope,
+        resolved: Resolved,
+    ) -> Result<OrderStatus, RegistryError> {
+        let zone = wire.zone.clone();
+        let platforms = wire.platforms.clone();
+        let p2p = self.fetcher.p2p().cloned();
         let id = format!("{:016x}", rand::random::<u64>());
+        wire.id = id.clone();
         let me = p2p.as_ref().map(P2p::peer_id);
         let mut expected = Vec::new();
         if let Some(p2p) = &p2p {
@@ -641,8 +773,8 @@ impl Preheater {
         }
         let status = OrderStatus {
             id: id.clone(),
-            image: image.to_string(),
-            platforms: platforms.iter().map(Platform::to_string).collect(),
+            image,
+            platforms,
             scope,
             zone: zone.clone(),
             created: SystemTime::now()
@@ -651,17 +783,6 @@ impl Preheater {
             state: "running",
             resolved,
             nodes: Vec::new(),
-        };
-        // Nodes resolve the reference themselves, a tag included: each records the tag, so
-        // that it can answer for it while the upstream is down.
-        let wire = PreheatOrder {
-            id: id.clone(),
-            registry: image.registry.to_string(),
-            repository: image.repo.to_string(),
-            reference: image.reference.to_string(),
-            platforms: status.platforms.clone(),
-            scope: scope.as_str().into(),
-            zone,
         };
         {
             let mut orders = self.orders.lock().unwrap();

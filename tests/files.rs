@@ -310,3 +310,41 @@ fn bad_input_gets_clear_errors_and_nothing_half_written() {
         vec![PathBuf::from("in/ok.txt")]
     );
 }
+
+#[test]
+fn a_preheated_file_is_served_by_every_node_of_the_zone_with_the_origin_down() {
+    if !common::require_tool("nginx") {
+        return;
+    }
+    let nginx = Nginx::start();
+    let content = data(6 * MIB, 5);
+    nginx.put("pre.bin", &content);
+    let digest = sha256_hex(&content);
+    let cluster = Cluster::start("", &[("z", true), ("z", false), ("z", false)], &[]);
+    let url = format!("{}/pre.bin", nginx.url());
+    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["preheat", &url, "--scope", "zone"])
+        .args(["--node", &cluster.nodes[1].admin_url("")])
+        .args(["--timeout", "60"])
+        .output()
+        .unwrap();
+    common::check_output("shoal preheat of a file", &out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("done: 3 node(s)"), "{stdout}");
+    assert!(!stdout.contains("pre.bin?"), "{stdout}");
+    for node in &cluster.nodes {
+        assert!(node.blob_file(&digest).exists());
+    }
+    assert!(nginx.bytes_sent("/pre.bin") as f64 <= 1.1 * content.len() as f64);
+
+    drop(nginx);
+    let work = tempfile::tempdir().unwrap();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let path = out_path(work.path(), &format!("pre-{i}"));
+        common::check_output(
+            "get with the origin down",
+            &get(node, &url, &["--digest", &digest, "-o", &path]),
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+    }
+}

@@ -50,22 +50,29 @@ const MAX_SENDS: usize = 8192;
 struct RecentSends(Mutex<HashMap<(Digest, u32), (PeerId, tokio::time::Instant)>>);
 
 impl RecentSends {
-    /// Whether `from` should take the piece elsewhere; if not, the send is recorded.
-    fn elsewhere(&self, from: PeerId, digest: &Digest, index: u32, busy: bool) -> bool {
+    /// The peer that got this piece moments ago, while this node's upload is busy: `from`
+    /// should take it from there. Otherwise `None`, and the send to `from` is recorded.
+    fn elsewhere(&self, from: PeerId, digest: &Digest, index: u32, busy: bool) -> Option<PeerId> {
         let now = tokio::time::Instant::now();
-        let mut sent = self.0.lock().unwrap();
-        if let Some((to, at)) = sent.get(&(digest.clone(), index))
+        if let Some((to, at)) = self.0.lock().unwrap().get(&(digest.clone(), index))
             && *to != from
             && now.duration_since(*at) < SPREAD_WINDOW
             && busy
         {
-            return true;
+            return Some(*to);
         }
+        self.record(from, digest, index);
+        None
+    }
+
+    /// Records that the piece goes to `from` now.
+    fn record(&self, from: PeerId, digest: &Digest, index: u32) {
+        let now = tokio::time::Instant::now();
+        let mut sent = self.0.lock().unwrap();
         if sent.len() >= MAX_SENDS {
             sent.retain(|_, (_, at)| now.duration_since(*at) < SPREAD_WINDOW);
         }
         sent.insert((digest.clone(), index), (from, now));
-        false
     }
 }
 
@@ -211,9 +218,17 @@ impl PieceService for StorePieces {
         async move {
             let fetcher = fetcher.upgrade().ok_or(ErrorCode::NotFound)?;
             let busy = fetcher.uploads_in_progress() > 0;
-            if sends.elsewhere(from, &digest, index, busy) {
-                tracing::debug!(peer = %from, index, "piece sent elsewhere moments ago");
-                return Err(ErrorCode::Elsewhere);
+            if let Some(to) = sends.elsewhere(from, &digest, index, busy) {
+                // Only while that peer is still there to give it.
+                let alive = match fetcher.p2p() {
+                    Some(p2p) => p2p.peers().await.iter().any(|p| p.id == to),
+                    None => false,
+                };
+                if alive {
+                    tracing::debug!(peer = %from, index, "piece sent elsewhere moments ago");
+                    return Err(ErrorCode::Elsewhere);
+                }
+                sends.record(from, &digest, index);
             }
             // Held until the piece is on the wire.
             let permit = fetcher.upload_slot().await.ok_or(ErrorCode::Busy)?;
@@ -273,27 +288,35 @@ mod tests {
         let sends = RecentSends::default();
         let d = Digest::sha256_of(b"blob");
         let (a, b) = (PeerId::random(), PeerId::random());
-        assert!(
-            !sends.elsewhere(a, &d, 0, false),
+        assert_eq!(
+            sends.elsewhere(a, &d, 0, false),
+            None,
             "the first asker is served"
         );
-        assert!(
+        assert_eq!(
             sends.elsewhere(b, &d, 0, true),
+            Some(a),
             "busy: the next is sent to a"
         );
-        assert!(!sends.elsewhere(b, &d, 1, true), "another piece is served");
-        assert!(
-            !sends.elsewhere(b, &d, 1, true),
+        assert_eq!(
+            sends.elsewhere(b, &d, 1, true),
+            None,
+            "another piece is served"
+        );
+        assert_eq!(
+            sends.elsewhere(b, &d, 1, true),
+            None,
             "the same asker again (a retry)"
         );
-        assert!(
-            !sends.elsewhere(b, &d, 0, false),
+        assert_eq!(
+            sends.elsewhere(b, &d, 0, false),
+            None,
             "an idle upload serves anyway"
         );
         // Long after: the receiver may be gone, so the piece goes out again.
         tokio::time::advance(SPREAD_WINDOW + Duration::from_millis(1)).await;
-        assert!(!sends.elsewhere(a, &d, 0, true));
+        assert_eq!(sends.elsewhere(a, &d, 0, true), None);
         let other = Digest::sha256_of(b"other");
-        assert!(!sends.elsewhere(b, &other, 0, true), "per blob");
+        assert_eq!(sends.elsewhere(b, &other, 0, true), None, "per blob");
     }
 }

@@ -193,6 +193,12 @@ pub struct PreheatOrder {
     /// The zone, for `seeds` (empty: every zone) and `zone`.
     #[prost(string, tag = "7")]
     pub zone: String,
+    /// A file's URL instead of an image.
+    #[prost(string, tag = "8")]
+    pub url: String,
+    /// The file's digest, if known.
+    #[prost(string, tag = "9")]
+    pub digest: String,
 }
 
 /// `PreheatProgress` in the schema.
