@@ -27,6 +27,7 @@ use crate::fetch::failures::{Failures, Verdict, judge};
 use crate::fetch::{BlobRequest, Fetcher, FileOrigin};
 use crate::metrics::Source;
 use crate::oci::{Digest, ErrorCode, RegistryError};
+use crate::p2p::FileAnswer;
 use crate::store::FileRecord;
 
 /// Query parameters left out of a file's identity by default: the signature parts of S3 and
@@ -207,6 +208,8 @@ pub struct Files {
     /// Digests whose origin sent other content lately, so that a client retrying (to resume a
     /// transfer that was cut when the check failed) hears why at once.
     mismatched: Mutex<HashMap<Digest, std::time::Instant>>,
+    /// Identities this node is fetching because a peer asked.
+    for_peers: Mutex<std::collections::HashSet<String>>,
 }
 
 /// How long a digest mismatch is answered from memory.
@@ -225,11 +228,86 @@ pub fn private(headers: &HeaderMap) -> bool {
 impl Files {
     /// The service for this node.
     pub fn new(fetcher: Arc<Fetcher>, settings: FileSettings) -> Arc<Files> {
-        Arc::new(Files {
+        let files = Arc::new(Files {
             fetcher,
             settings,
             flights: Mutex::default(),
             mismatched: Mutex::default(),
+            for_peers: Mutex::default(),
+        });
+        files.fetcher.attach_files(Arc::downgrade(&files));
+        files
+    }
+
+    /// A peer's question: what is the file of identity `id`? Unknown, and with its URL, it is
+    /// fetched here (for the zone: this node is its fetcher) and answered pending meanwhile.
+    pub fn lookup(self: &Arc<Self>, id: &str, url: Option<String>) -> Option<FileAnswer> {
+        if let Some(r) = self.fetcher.store().file_record(id)
+            && self.fetcher.store().blob_size(&r.digest) == Some(r.size)
+        {
+            return Some(FileAnswer {
+                digest: r.digest.to_string(),
+                size: r.size,
+                content_type: r.content_type.unwrap_or_default(),
+                pending: false,
+            });
+        }
+        let url = parse_url(&url?).ok()?;
+        let fresh = self.for_peers.lock().unwrap().insert(id.to_owned());
+        if fresh {
+            let this = self.clone();
+            let id = id.to_owned();
+            tokio::spawn(async move {
+                // Asked as the zone's fetcher: never passed on (two nodes that disagree on the
+                // fetcher must not wait on each other).
+                let result = this.resolve_with(&url, None, HeaderMap::new(), false).await;
+                if let Err(e) = &result {
+                    tracing::warn!(host = url.host_str().unwrap_or("?"), error = %e.message, "file fetch for peers failed");
+                }
+                // Answers come from the record from now on (or, failed, the next ask retries).
+                this.for_peers.lock().unwrap().remove(&id);
+            });
+        }
+        Some(FileAnswer {
+            pending: true,
+            ..Default::default()
+        })
+    }
+
+    /// Asks the zone's fetcher for identity `id` what the file is, waiting while it fetches
+    /// it; then takes the content from peers by its digest. `None` when this node should fetch
+    /// it itself (it is the fetcher, the fetcher failed, or there is no swarm).
+    async fn from_peers(&self, id: &str, url: &Url, origin: &FileOrigin) -> Option<FileRecord> {
+        let p2p = self.fetcher.p2p()?;
+        let key = format!("sha256:{id}").parse::<Digest>().ok()?;
+        let known = p2p.known_peers().await;
+        let fetcher = crate::fetch::swarm::choose_fetcher(p2p, &known, &key, &Default::default());
+        if fetcher == p2p.peer_id() {
+            return None;
+        }
+        let answer = loop {
+            match p2p.file_lookup(fetcher, id, url.as_str()).await {
+                Ok(a) if a.pending => {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await
+                }
+                Ok(a) => break a,
+                Err(e) => {
+                    tracing::info!(%fetcher, error = %e, "the zone's fetcher of a file failed; fetching it here");
+                    return None;
+                }
+            }
+        };
+        let digest: Digest = answer.digest.parse().ok()?;
+        let req = Self::blob_request(digest.clone(), origin.clone());
+        match self.fetcher.blob(&req).ok()? {
+            crate::fetch::Blob::Stored { .. } => {}
+            crate::fetch::Blob::Downloading { download, .. } => download.finished().await.ok()?,
+        }
+        let size = self.fetcher.store().blob_size(&digest)?;
+        (size == answer.size).then(|| FileRecord {
+            digest,
+            size,
+            content_type: (!answer.content_type.is_empty()).then_some(answer.content_type),
         })
     }
 
@@ -320,6 +398,16 @@ impl Files {
         digest: Option<Digest>,
         headers: HeaderMap,
     ) -> Result<Resolved, RegistryError> {
+        self.resolve_with(url, digest, headers, true).await
+    }
+
+    async fn resolve_with(
+        &self,
+        url: &Url,
+        digest: Option<Digest>,
+        headers: HeaderMap,
+        ask_peers: bool,
+    ) -> Result<Resolved, RegistryError> {
         let origin = self.origin(url, headers);
         if let Some(digest) = digest {
             let req = Self::blob_request(digest, origin);
@@ -376,7 +464,18 @@ impl Files {
             if let Some(record) = id.as_deref().and_then(known) {
                 return Ok(record);
             }
-            let record = self.fetch_unnamed(&placeholder, &v).await?;
+            // The zone fetches a file once: ask its fetcher first (unless the request carries
+            // credentials, which stay here).
+            let shared = match &id {
+                Some(id) if ask_peers && !private(&origin.headers) => {
+                    self.from_peers(id, url, &origin).await
+                }
+                _ => None,
+            };
+            let record = match shared {
+                Some(r) => r,
+                None => self.fetch_unnamed(&placeholder, &v).await?,
+            };
             if let Some(id) = &id
                 && let Err(e) = self.fetcher.store().put_file_record(id, &record)
             {

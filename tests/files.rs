@@ -348,3 +348,44 @@ fn a_preheated_file_is_served_by_every_node_of_the_zone_with_the_origin_down() {
         assert_eq!(std::fs::read(&path).unwrap(), content);
     }
 }
+
+#[test]
+fn without_a_digest_the_zone_still_fetches_a_file_once() {
+    if !common::require_tool("nginx") {
+        return;
+    }
+    let nginx = Nginx::start();
+    let content = data(64 * MIB, 6);
+    nginx.put("plain.bin", &content);
+    let cluster = Cluster::start("", &[("z", false); 8], &[]);
+    let work = tempfile::tempdir().unwrap();
+    let url = format!("{}/plain.bin", nginx.url());
+    let children: Vec<_> = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            get_cmd(
+                node,
+                &url,
+                &["-o", &out_path(work.path(), &format!("out-{i}"))],
+            )
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    for i in 0..8 {
+        let got = std::fs::read(work.path().join(format!("out-{i}"))).unwrap();
+        assert_eq!(got, content, "output {i}");
+    }
+    let sent = nginx.bytes_sent("/plain.bin");
+    assert!(
+        sent as f64 <= 1.1 * content.len() as f64,
+        "the origin sent {sent} bytes for a {} byte file to 8 nodes",
+        content.len()
+    );
+}

@@ -13,7 +13,7 @@ pub mod limit;
 pub mod manifest;
 pub mod pieces;
 pub mod sources;
-mod swarm;
+pub(crate) mod swarm;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -133,6 +133,8 @@ pub struct Fetcher {
     piece_size: Option<u32>,
     /// `--stall-timeout`: how long a peer download may receive nothing.
     stall: std::time::Duration,
+    /// The node's file service, once made (it answers peers' file lookups).
+    files: OnceLock<std::sync::Weak<crate::files::Files>>,
 }
 
 /// Concurrent piece uploads a node serves; further requests are answered `BUSY`.
@@ -165,6 +167,7 @@ impl Fetcher {
             pins: Default::default(),
             piece_size: None,
             stall: std::time::Duration::from_secs(10),
+            files: OnceLock::new(),
         })
     }
 
@@ -231,6 +234,16 @@ impl Fetcher {
     /// Connects the engine to the swarm: from now on blobs are looked for among peers first.
     pub fn attach_p2p(&self, p2p: crate::p2p::P2p) {
         let _ = self.p2p.set(p2p);
+    }
+
+    /// Connects the file service (for peers' file lookups).
+    pub(crate) fn attach_files(&self, files: std::sync::Weak<crate::files::Files>) {
+        let _ = self.files.set(files);
+    }
+
+    /// The file service, if attached and alive.
+    pub(crate) fn files(&self) -> Option<Arc<crate::files::Files>> {
+        self.files.get()?.upgrade()
     }
 
     /// The swarm, if attached.

@@ -141,6 +141,15 @@ async fn complete_wire_map(fetcher: Arc<Fetcher>, digest: Digest) -> Option<p2p:
 }
 
 impl PieceService for StorePieces {
+    fn file_lookup(
+        &self,
+        id: String,
+        url: Option<String>,
+    ) -> BoxFuture<'static, Option<p2p::FileAnswer>> {
+        let files = self.fetcher.upgrade().and_then(|f| f.files());
+        async move { files?.lookup(&id, url) }.boxed()
+    }
+
     fn piece_map(
         &self,
         digest: Digest,

@@ -114,7 +114,7 @@ fn designated(peers: impl IntoIterator<Item = PeerId>, digest: &Digest) -> Optio
 /// live ones (this node included if it is one), else among all its members; with zone peering,
 /// a seed chosen so goes to the seeds of every zone instead, so the blob enters the cluster
 /// once. Peers in `failed` are passed over.
-fn choose_fetcher(
+pub(crate) fn choose_fetcher(
     p2p: &P2p,
     known: &[p2p::PeerInfo],
     digest: &Digest,

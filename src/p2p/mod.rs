@@ -24,7 +24,7 @@ use crate::oci::Digest;
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
 pub use proto::{
-    ErrorCode, Have, PieceHash, PieceMap, PreheatOrder, PreheatProgress, Task, TaskKind,
+    ErrorCode, FileAnswer, Have, PieceHash, PieceMap, PreheatOrder, PreheatProgress, Task, TaskKind,
 };
 
 /// How this node takes part in the swarm.
@@ -85,6 +85,16 @@ pub trait PieceService: Send + Sync + 'static {
         digest: Digest,
         hint: Option<FetchHint>,
     ) -> BoxFuture<'static, Option<PieceMap>>;
+    /// What a file identity is; with the URL, an unknown one is fetched (answered pending).
+    /// The default knows no files.
+    fn file_lookup(
+        &self,
+        _id: String,
+        _url: Option<String>,
+    ) -> BoxFuture<'static, Option<FileAnswer>> {
+        Box::pin(async { None })
+    }
+
     /// One verified piece, for peer `from`.
     fn piece(
         &self,
@@ -313,6 +323,28 @@ impl P2p {
         };
         match self.request(peer, req).await?.kind {
             Some(proto::ResponseKind::Map(m)) => Ok(m),
+            other => Err(unexpected(peer, other)),
+        }
+    }
+
+    /// Asks a peer what a file identity is (with the URL, it fetches an unknown one).
+    ///
+    /// # Errors
+    /// As [`P2p::request`], or the peer's refusal.
+    pub async fn file_lookup(
+        &self,
+        peer: PeerId,
+        id: &str,
+        url: &str,
+    ) -> Result<FileAnswer, P2pError> {
+        let req = proto::Request {
+            kind: Some(proto::RequestKind::File(proto::FileLookup {
+                id: id.into(),
+                url: url.into(),
+            })),
+        };
+        match self.request(peer, req).await?.kind {
+            Some(proto::ResponseKind::File(a)) => Ok(a),
             other => Err(unexpected(peer, other)),
         }
     }

@@ -22,7 +22,7 @@ pub const MAX_ANNOUNCEMENT_BYTES: usize = 64 * 1024;
 #[derive(Clone, PartialEq, Message)]
 pub struct Request {
     /// What is asked.
-    #[prost(oneof = "RequestKind", tags = "1, 2")]
+    #[prost(oneof = "RequestKind", tags = "1, 2, 3")]
     pub kind: Option<RequestKind>,
 }
 
@@ -35,6 +35,37 @@ pub enum RequestKind {
     /// One piece.
     #[prost(message, tag = "2")]
     Piece(PieceRequest),
+    /// What a file identity is.
+    #[prost(message, tag = "3")]
+    File(FileLookup),
+}
+
+/// `FileLookup` in the schema.
+#[derive(Clone, PartialEq, Message)]
+pub struct FileLookup {
+    /// The identity (64 hex digits).
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// The URL, to fetch it if unknown.
+    #[prost(string, tag = "2")]
+    pub url: String,
+}
+
+/// `FileAnswer` in the schema.
+#[derive(Clone, PartialEq, Message)]
+pub struct FileAnswer {
+    /// The content's digest; empty while pending.
+    #[prost(string, tag = "1")]
+    pub digest: String,
+    /// Its size.
+    #[prost(uint64, tag = "2")]
+    pub size: u64,
+    /// The origin's `Content-Type`.
+    #[prost(string, tag = "3")]
+    pub content_type: String,
+    /// Being fetched; ask again.
+    #[prost(bool, tag = "4")]
+    pub pending: bool,
 }
 
 /// `PieceMapRequest` in the schema.
@@ -69,7 +100,7 @@ pub struct PieceRequest {
 #[derive(Clone, PartialEq, Message)]
 pub struct Response {
     /// The answer.
-    #[prost(oneof = "ResponseKind", tags = "1, 2, 3")]
+    #[prost(oneof = "ResponseKind", tags = "1, 2, 3, 4")]
     pub kind: Option<ResponseKind>,
 }
 
@@ -85,6 +116,9 @@ pub enum ResponseKind {
     /// A refusal.
     #[prost(message, tag = "3")]
     Error(Error),
+    /// What a file identity is.
+    #[prost(message, tag = "4")]
+    File(FileAnswer),
 }
 
 /// `PieceMap` in the schema.

@@ -613,6 +613,19 @@ async fn answer(
                 Err(code) => (proto::Response::error(code, "piece not served"), None),
             }
         }
+        Some(proto::RequestKind::File(f)) => {
+            if f.id.len() != 64 || !f.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return bad("malformed file identity");
+            }
+            let url = (!f.url.is_empty()).then_some(f.url);
+            let response = match service.file_lookup(f.id, url).await {
+                Some(a) => proto::Response {
+                    kind: Some(proto::ResponseKind::File(a)),
+                },
+                None => proto::Response::error(ErrorCode::NotFound, "file not known"),
+            };
+            (response, None)
+        }
         None => bad("empty request"),
     }
 }
