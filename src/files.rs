@@ -277,7 +277,7 @@ impl Files {
     /// Asks the zone's fetcher for identity `id` what the file is, waiting while it fetches
     /// it; then takes the content from peers by its digest. `None` when this node should fetch
     /// it itself (it is the fetcher, the fetcher failed, or there is no swarm).
-    async fn from_peers(&self, id: &str, url: &Url, origin: &FileOrigin) -> Option<FileRecord> {
+    async fn ask_zone(&self, id: &str, url: &Url, origin: &FileOrigin) -> Option<FileRecord> {
         let p2p = self.fetcher.p2p()?;
         let key = format!("sha256:{id}").parse::<Digest>().ok()?;
         let known = p2p.known_peers().await;
@@ -468,7 +468,7 @@ impl Files {
             // credentials, which stay here).
             let shared = match &id {
                 Some(id) if ask_peers && !private(&origin.headers) => {
-                    self.from_peers(id, url, &origin).await
+                    self.ask_zone(id, url, &origin).await
                 }
                 _ => None,
             };
