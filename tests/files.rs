@@ -389,3 +389,24 @@ fn without_a_digest_the_zone_still_fetches_a_file_once() {
         content.len()
     );
 }
+
+#[test]
+fn a_standby_file_server_serves_when_the_origin_is_down() {
+    if !common::require_tool("nginx") {
+        return;
+    }
+    let standby = Nginx::start();
+    let content = data(2 * MIB, 7);
+    standby.put("dist/tool.tgz", &content);
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let fallback = format!("{dead}/={}/", standby.url());
+    let node = ShoalNode::start(&["--file-fallback", &fallback]);
+    let work = tempfile::tempdir().unwrap();
+    let out = out_path(work.path(), "tool.tgz");
+    common::check_output(
+        "get through the standby",
+        &get(&node, &format!("{dead}/dist/tool.tgz"), &["-o", &out]),
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), content);
+    assert_eq!(standby.bytes_sent("/dist/tool.tgz"), content.len() as u64);
+}

@@ -275,8 +275,12 @@ pub struct GetArgs {
 /// Flags of `shoal preheat`.
 #[derive(Debug, Args)]
 pub struct PreheatArgs {
-    /// The image, e.g. `nginx:1.27` or `registry.example.com/team/app@sha256:…`.
+    /// The image, e.g. `nginx:1.27` or `registry.example.com/team/app@sha256:…`, or a file's
+    /// http(s) URL.
     pub image: String,
+    /// For a file: its digest (sha256:…), which every node verifies.
+    #[arg(long)]
+    pub digest: Option<String>,
     /// A platform of a multi-platform image to fetch (repeatable) [default: all].
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Vec<String>,

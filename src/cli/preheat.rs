@@ -77,6 +77,7 @@ pub async fn run(args: &PreheatArgs) -> anyhow::Result<i32> {
         "platforms": args.platform,
         "scope": args.scope,
         "zone": args.zone,
+        "digest": args.digest,
     });
     let resp = client
         .post(format!("{base}/api/v1/preheat"))
