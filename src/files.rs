@@ -210,6 +210,8 @@ pub struct Files {
     mismatched: Mutex<HashMap<Digest, std::time::Instant>>,
     /// Identities this node is fetching because a peer asked.
     for_peers: Mutex<std::collections::HashSet<String>>,
+    /// Identities it failed to fetch for peers lately.
+    failed_for_peers: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// How long a digest mismatch is answered from memory.
@@ -234,6 +236,7 @@ impl Files {
             flights: Mutex::default(),
             mismatched: Mutex::default(),
             for_peers: Mutex::default(),
+            failed_for_peers: Mutex::default(),
         });
         files.fetcher.attach_files(Arc::downgrade(&files));
         files
@@ -253,6 +256,16 @@ impl Files {
             });
         }
         let url = parse_url(&url?).ok()?;
+        // Failed lately: the asker fetches it itself rather than wait on a retry loop.
+        if self
+            .failed_for_peers
+            .lock()
+            .unwrap()
+            .get(id)
+            .is_some_and(|at| at.elapsed() < MISMATCH_MEMORY)
+        {
+            return None;
+        }
         let fresh = self.for_peers.lock().unwrap().insert(id.to_owned());
         if fresh {
             let this = self.clone();
@@ -263,6 +276,14 @@ impl Files {
                 let result = this.resolve_with(&url, None, HeaderMap::new(), false).await;
                 if let Err(e) = &result {
                     tracing::warn!(host = url.host_str().unwrap_or("?"), error = %e.message, "file fetch for peers failed");
+                    let mut failed = this.failed_for_peers.lock().unwrap();
+                    failed.retain(|_, at| at.elapsed() < MISMATCH_MEMORY);
+                    failed.insert(id.clone(), std::time::Instant::now());
+                } else if this.fetcher.store().file_record(&id).is_none() {
+                    // Its own identity of the file differs (another origin replica, other
+                    // settings): the asker must not wait for a record that will not come.
+                    let mut failed = this.failed_for_peers.lock().unwrap();
+                    failed.insert(id.clone(), std::time::Instant::now());
                 }
                 // Answers come from the record from now on (or, failed, the next ask retries).
                 this.for_peers.lock().unwrap().remove(&id);
@@ -285,11 +306,14 @@ impl Files {
         if fetcher == p2p.peer_id() {
             return None;
         }
+        // Long enough for a large file to arrive at the fetcher; then this node fetches it.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30 * 60);
         let answer = loop {
             match p2p.file_lookup(fetcher, id, url.as_str()).await {
-                Ok(a) if a.pending => {
+                Ok(a) if a.pending && tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(std::time::Duration::from_millis(250)).await
                 }
+                Ok(a) if a.pending => return None,
                 Ok(a) => break a,
                 Err(e) => {
                     tracing::info!(%fetcher, error = %e, "the zone's fetcher of a file failed; fetching it here");
@@ -298,6 +322,13 @@ impl Files {
             }
         };
         let digest: Digest = answer.digest.parse().ok()?;
+        // Registry content is not handed out as a file on a peer's word.
+        if self.fetcher.store().blob_size(&digest).is_some()
+            && !self.fetcher.store().is_file(&digest)
+        {
+            return None;
+        }
+        self.fetcher.store().mark_file(&digest).ok()?;
         let req = Self::blob_request(digest.clone(), origin.clone());
         match self.fetcher.blob(&req).ok()? {
             crate::fetch::Blob::Stored { .. } => {}
@@ -311,8 +342,27 @@ impl Files {
         })
     }
 
+    /// Takes `digest` as file content: refused when the node holds (or is fetching) it as a
+    /// registry blob only, which clients must read through the registry API, where the
+    /// upstream authorizes them.
+    fn claim(&self, digest: &Digest) -> Result<(), RegistryError> {
+        let store = self.fetcher.store();
+        let registry_only = !store.is_file(digest)
+            && (store.blob_size(digest).is_some() || self.fetcher.held_blob(digest).is_some());
+        if registry_only {
+            return Err(RegistryError::new(
+                ErrorCode::Denied,
+                format!("{digest} is held as registry content: read it through the registry API"),
+            ));
+        }
+        store.mark_file(digest).map_err(store_error)
+    }
+
     /// `DIGEST_INVALID` if the origin sent other content for `digest` lately.
     pub fn mismatch(&self, digest: &Digest) -> Option<RegistryError> {
+        if self.fetcher.store().blob_size(digest).is_some() {
+            return None;
+        }
         let mut m = self.mismatched.lock().unwrap();
         m.retain(|_, at| at.elapsed() < MISMATCH_MEMORY);
         m.contains_key(digest).then(|| {
@@ -328,8 +378,10 @@ impl Files {
     pub fn watch(self: &Arc<Self>, download: Arc<crate::fetch::Download>) {
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
+            // Only content that hashed to something else (not a cut or failed transfer).
             if let Err(e) = download.finished().await
                 && e.status == StatusCode::BAD_GATEWAY
+                && e.message.contains("content hashes to")
                 && let Some(this) = this.upgrade()
             {
                 this.mismatched
@@ -413,13 +465,18 @@ impl Files {
             let req = Self::blob_request(digest, origin);
             let head = self.head(&req).await;
             return match head {
-                Ok(v) => Ok(Resolved {
-                    blob: req,
-                    content_type: v.content_type,
-                    size: v.length,
-                }),
-                // Content-addressed and held: the origin is not needed to serve it.
-                Err(e) if e.status.is_server_error() => {
+                Ok(v) => {
+                    self.claim(&req.digest)?;
+                    Ok(Resolved {
+                        blob: req,
+                        content_type: v.content_type,
+                        size: v.length,
+                    })
+                }
+                // A file held under that digest: the origin is not needed to serve it.
+                Err(e)
+                    if e.status.is_server_error() && self.fetcher.store().is_file(&req.digest) =>
+                {
                     if let Some(size) = self.fetcher.store().blob_size(&req.digest) {
                         Ok(Resolved {
                             blob: req,
@@ -450,16 +507,10 @@ impl Files {
                 size: Some(record.size),
             });
         }
-        let flight = id.clone().unwrap_or_else(|| url.to_string());
-        let gate = self
-            .flights
-            .lock()
-            .unwrap()
-            .entry(flight.clone())
-            .or_default()
-            .clone();
+        let flight = id.clone().unwrap_or_else(|| normalized(url, &[]));
+        let gate = FlightGuard::enter(&self.flights, flight);
         let result = async {
-            let _turn = gate.lock().await;
+            let _turn = gate.gate.lock().await;
             // Fetched by the request before this one?
             if let Some(record) = id.as_deref().and_then(known) {
                 return Ok(record);
@@ -484,15 +535,6 @@ impl Files {
             Ok(record)
         }
         .await;
-        {
-            let mut flights = self.flights.lock().unwrap();
-            if flights
-                .get(&flight)
-                .is_some_and(|g| Arc::strong_count(g) <= 2)
-            {
-                flights.remove(&flight);
-            }
-        }
         drop(gate);
         let record = result?;
         Ok(Resolved {
@@ -511,6 +553,7 @@ impl Files {
         let origin = self.origin(url, HeaderMap::new());
         let req = Self::blob_request(digest.clone(), origin);
         let v = self.head(&req).await?;
+        self.claim(&digest)?;
         match self.fetcher.blob(&req)? {
             crate::fetch::Blob::Stored { .. } => {}
             crate::fetch::Blob::Downloading { download, .. } => download.finished().await?,
@@ -605,6 +648,7 @@ impl Files {
                 continue;
             }
             let digest = writer.adopt(|d| store.blob_path(d));
+            store.mark_file(&digest).map_err(store_error)?;
             let size = tokio::task::spawn_blocking(move || writer.commit())
                 .await
                 .expect("commit does not panic")
@@ -620,6 +664,42 @@ impl Files {
             });
         }
         Err(failures.into_error())
+    }
+}
+
+/// A place in the queue of one file identity's fetch; the last one out (also a cancelled
+/// request) removes the entry.
+struct FlightGuard<'a> {
+    flights: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    key: String,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> FlightGuard<'a> {
+    fn enter(
+        flights: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+        key: String,
+    ) -> Self {
+        let gate = flights
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        FlightGuard { flights, key, gate }
+    }
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock().unwrap();
+        // Only the map and this guard hold it: nobody else waits.
+        if flights
+            .get(&self.key)
+            .is_some_and(|g| Arc::strong_count(g) <= 2)
+        {
+            flights.remove(&self.key);
+        }
     }
 }
 

@@ -238,6 +238,18 @@ fn an_interrupted_get_resumes() {
         "the second run fetched {again} bytes, {kept} were kept"
     );
     assert!(nginx.bytes_sent("/f.bin") as f64 <= 1.1 * content.len() as f64);
+
+    // Bytes left by something else (no record of which content they were) are not resumed.
+    let other = out_path(work.path(), "g.bin");
+    std::fs::write(work.path().join(".g.bin.shoal-part"), vec![0u8; MIB]).unwrap();
+    common::check_output(
+        "get over a stray part file",
+        &get(&node, &url, &["-o", &other]),
+    );
+    assert_eq!(
+        sha256_hex(&std::fs::read(&other).unwrap()),
+        sha256_hex(&content)
+    );
 }
 
 #[test]
@@ -409,4 +421,42 @@ fn a_standby_file_server_serves_when_the_origin_is_down() {
     );
     assert_eq!(std::fs::read(&out).unwrap(), content);
     assert_eq!(standby.bytes_sent("/dist/tool.tgz"), content.len() as u64);
+}
+
+#[test]
+fn registry_content_is_not_handed_out_through_the_file_endpoint() {
+    if !common::tools(&["nginx", "docker-registry"]) {
+        return;
+    }
+    let registry = common::Registry::start(common::RegistryOpts::default());
+    let layer = data(MIB, 8);
+    let digest = common::push_blob(&registry.url(), "team/private", &layer);
+    let node = ShoalNode::start(&["--upstream", &format!("docker.io={}", registry.url())]);
+    let blob = common::http_request(
+        "GET",
+        &format!("{}/v2/team/private/blobs/{digest}", node.url()),
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(blob.status, 200);
+    // Neither an unreachable origin nor one that answers for anything makes it a file.
+    let nginx = Nginx::start();
+    nginx.put("anything", b"x");
+    let dead = format!("http://127.0.0.1:{}/x", common::free_port());
+    for url in [dead, format!("{}/anything", nginx.url())] {
+        let q = format!(
+            "{}/api/v1/files?url={}&digest={digest}",
+            node.url(),
+            url.replace(':', "%3A").replace('/', "%2F")
+        );
+        let resp = common::http_request("GET", &q, &[], &[]).unwrap();
+        assert!(
+            resp.status == 403 || resp.status == 503,
+            "{url}: {} {}",
+            resp.status,
+            String::from_utf8_lossy(&resp.body)
+        );
+        assert_ne!(sha256_hex(&resp.body), digest);
+    }
 }

@@ -52,6 +52,15 @@ fn failed(e: impl std::fmt::Display) -> GetError {
     GetError::Failed(e.to_string())
 }
 
+/// `url` without its query: what messages may show (a query may carry a signature).
+fn shown(url: &Url) -> String {
+    let mut u = url.clone();
+    if u.query().is_some() {
+        u.set_query(Some("…"));
+    }
+    u.to_string()
+}
+
 /// The last path segment of `url`, decoded, if it is a safe file name.
 fn file_name(url: &Url) -> Option<String> {
     let last = url.path_segments()?.rev().find(|s| !s.is_empty())?;
@@ -73,8 +82,9 @@ fn safe_segment(raw: &str) -> Option<String> {
 /// name), or `-O` (the URL's name in the current directory).
 fn output_path(args: &GetArgs, url: &Url) -> Result<PathBuf, GetError> {
     let name = || {
-        file_name(url)
-            .ok_or_else(|| GetError::Usage(format!("{url} has no file name: give -o PATH")))
+        file_name(url).ok_or_else(|| {
+            GetError::Usage(format!("{} has no file name: give -o PATH", shown(url)))
+        })
     };
     match (&args.output, args.remote_name) {
         (Some(p), _) if p.is_dir() || p.to_string_lossy().ends_with('/') => Ok(p.join(name()?)),
@@ -214,7 +224,11 @@ impl Getter {
         let status = resp.status();
         let body = resp.bytes().await.map_err(failed)?;
         if !status.is_success() {
-            return Err(failed(format!("{url}: {status}: {}", node_message(&body))));
+            return Err(failed(format!(
+                "{}: {status}: {}",
+                shown(url),
+                node_message(&body)
+            )));
         }
         Ok(body.to_vec())
     }
@@ -246,40 +260,76 @@ impl Getter {
                 have += n as u64;
             }
         }
-        let mut req = self
-            .client
-            .get(self.files_url(url, digest))
-            .headers(self.headers.clone());
-        if have > 0 {
-            req = req.header(header::RANGE, format!("bytes={have}-"));
+        // What the part file holds: this URL's content as the node named it (its ETag). Bytes of
+        // another URL or another version are not resumed.
+        let meta = part.with_extension("shoal-part.meta");
+        let url_key = hex::encode(Sha256::digest(url.as_str().as_bytes()));
+        let saved = std::fs::read_to_string(&meta).ok();
+        let saved_etag = saved
+            .as_deref()
+            .and_then(|m| m.split_once('\n'))
+            .filter(|(k, _)| *k == url_key)
+            .map(|(_, e)| e.trim().to_owned());
+        if have > 0 && saved_etag.is_none() {
+            restart(&mut file, &mut hasher, &mut have)?;
         }
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| failed(format!("cannot reach the node: {e}")))?;
-        let status = resp.status();
-        let total = match status {
-            StatusCode::PARTIAL_CONTENT => content_range_total(&resp),
-            StatusCode::OK => {
-                if have > 0 {
-                    // The node sends it all: start over.
-                    file.set_len(0).map_err(failed)?;
-                    hasher = Sha256::new();
-                    have = 0;
-                }
-                resp.content_length()
+        let mut attempts = 0;
+        let (mut resp, status, total) = loop {
+            attempts += 1;
+            let mut req = self
+                .client
+                .get(self.files_url(url, digest))
+                .headers(self.headers.clone());
+            if have > 0 {
+                req = req.header(header::RANGE, format!("bytes={have}-"));
             }
-            StatusCode::RANGE_NOT_SATISFIABLE if have > 0 => Some(have),
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| failed(format!("cannot reach the node: {e}")))?;
+            let status = resp.status();
+            let etag = resp
+                .headers()
+                .get(header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            match status {
+                StatusCode::PARTIAL_CONTENT if etag.is_some() && etag == saved_etag => {
+                    let total = content_range_total(&resp);
+                    break (resp, status, total);
+                }
+                // Another version, or nothing left to ask for: start over, once.
+                StatusCode::PARTIAL_CONTENT | StatusCode::RANGE_NOT_SATISFIABLE if attempts < 2 => {
+                    restart(&mut file, &mut hasher, &mut have)?;
+                    continue;
+                }
+                StatusCode::OK => {
+                    if have > 0 {
+                        restart(&mut file, &mut hasher, &mut have)?;
+                    }
+                    if let Some(e) = &etag {
+                        std::fs::write(&meta, format!("{url_key}\n{e}\n")).map_err(failed)?;
+                    }
+                    let total = resp.content_length();
+                    break (resp, status, total);
+                }
+                _ => break (resp, status, None),
+            }
+        };
+        let total = match status {
+            StatusCode::PARTIAL_CONTENT | StatusCode::OK => total,
             _ => {
                 let body = resp.bytes().await.unwrap_or_default();
                 drop(file);
-                let message = format!("{url}: {status}: {}", node_message(&body));
+                let message = format!("{}: {status}: {}", shown(url), node_message(&body));
                 if node_code(&body).as_deref() == Some("DIGEST_INVALID") {
                     let _ = std::fs::remove_file(&part);
+                    let _ = std::fs::remove_file(&meta);
                     return Err(GetError::Digest(format!("{message}; nothing was written")));
                 }
                 if have == 0 {
                     let _ = std::fs::remove_file(&part);
+                    let _ = std::fs::remove_file(&meta);
                 }
                 return Err(failed(message));
             }
@@ -289,14 +339,15 @@ impl Getter {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut progress = Progress::new(&name, self.quiet);
-        if status != StatusCode::RANGE_NOT_SATISFIABLE {
+        {
             loop {
                 let chunk = match resp.chunk().await {
                     Ok(Some(c)) => c,
                     Ok(None) => break,
                     Err(e) => {
                         return Err(GetError::Broken(format!(
-                            "{url}: the transfer broke off after {have} bytes ({e}); run again to resume"
+                            "{}: the transfer broke off after {have} bytes ({e}); run again to resume",
+                            shown(url)
                         )));
                     }
                 };
@@ -314,7 +365,8 @@ impl Getter {
             && have != t
         {
             return Err(GetError::Broken(format!(
-                "{url}: received {have} of {t} bytes; run again to resume"
+                "{}: received {have} of {t} bytes; run again to resume",
+                shown(url)
             )));
         }
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
@@ -323,14 +375,17 @@ impl Getter {
         {
             drop(file);
             let _ = std::fs::remove_file(&part);
+            let _ = std::fs::remove_file(&meta);
             return Err(GetError::Digest(format!(
-                "{url}: the content is {actual}, not {want}; nothing was written"
+                "{}: the content is {actual}, not {want}; nothing was written",
+                shown(url)
             )));
         }
         file.sync_all().map_err(failed)?;
         drop(file);
         std::fs::rename(&part, output)
             .map_err(|e| failed(format!("cannot move into {}: {e}", output.display())))?;
+        let _ = std::fs::remove_file(&meta);
         progress.finish(have);
         Ok(have)
     }
@@ -338,7 +393,10 @@ impl Getter {
     /// Downloads every file under the directory listing at `url` into `dir`.
     async fn get_tree(&self, url: &Url, dir: &Path, depth: u32) -> Result<u32, GetError> {
         if depth > 32 {
-            return Err(failed(format!("{url}: directories nested too deep")));
+            return Err(failed(format!(
+                "{}: directories nested too deep",
+                shown(url)
+            )));
         }
         let listing = String::from_utf8_lossy(&self.fetch_small(url).await?).into_owned();
         let mut count = 0;
@@ -390,6 +448,14 @@ fn entry(base: &Url, href: &str) -> Option<(Url, String, bool)> {
         return None;
     }
     Some((target.clone(), safe_segment(name)?, is_dir))
+}
+
+/// Empties the part file, to download from the start.
+fn restart(file: &mut std::fs::File, hasher: &mut Sha256, have: &mut u64) -> Result<(), GetError> {
+    file.set_len(0).map_err(failed)?;
+    *hasher = Sha256::new();
+    *have = 0;
+    Ok(())
 }
 
 fn content_range_total(resp: &reqwest::Response) -> Option<u64> {

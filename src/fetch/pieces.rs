@@ -174,6 +174,10 @@ impl PieceService for StorePieces {
                         })),
                         None => None,
                     };
+                    if file.is_some() {
+                        // Fetched as a file for the zone: the file endpoint may serve it.
+                        fetcher.store().mark_file(&digest).ok()?;
+                    }
                     let req = BlobRequest {
                         registry: hint.registry,
                         repo: hint.repository,
@@ -228,9 +232,18 @@ impl PieceService for StorePieces {
             let fetcher = fetcher.upgrade().ok_or(ErrorCode::NotFound)?;
             let busy = fetcher.uploads_in_progress() > 0;
             if let Some(to) = sends.elsewhere(from, &digest, index, busy) {
-                // Only while that peer is still there to give it.
+                // Only while that peer is still there to give it, to a peer of its own zone.
                 let alive = match fetcher.p2p() {
-                    Some(p2p) => p2p.peers().await.iter().any(|p| p.id == to),
+                    Some(p2p) => {
+                        let peers = p2p.peers().await;
+                        let zone = |id: PeerId| {
+                            peers
+                                .iter()
+                                .find(|p| p.id == id)
+                                .and_then(|p| p.zone.clone())
+                        };
+                        zone(to).is_some() && zone(to) == zone(from)
+                    }
                     None => false,
                 };
                 if alive {

@@ -203,6 +203,36 @@ impl Store {
         self.write_atomic(&path, &json)
     }
 
+    fn file_mark_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("files").join("content").join(format!(
+            "{}-{}",
+            digest.algorithm().as_str(),
+            digest.hex()
+        ))
+    }
+
+    /// Marks a digest as content fetched as a file (from some URL), which the file endpoint may
+    /// serve; content that only came in as a registry blob is served through the registry API,
+    /// where the upstream authorizes each client.
+    ///
+    /// # Errors
+    /// On I/O failure.
+    pub fn mark_file(&self, digest: &Digest) -> Result<(), StoreError> {
+        let path = self.file_mark_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(StoreError::io("create", dir))?;
+        }
+        self.write_atomic(&path, b"")
+    }
+
+    /// Whether a digest was marked as file content.
+    pub fn is_file(&self, digest: &Digest) -> bool {
+        self.file_mark_path(digest).exists()
+    }
+
     fn manifest_path(&self, digest: &Digest) -> PathBuf {
         self.root
             .join("manifests")
