@@ -508,7 +508,8 @@ async fn run_inner(args: &GetArgs) -> Result<(), GetError> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(120))
+        // A file without a digest is fetched whole by the node before its first byte comes.
+        .read_timeout(Duration::from_secs(3600))
         .build()
         .map_err(failed)?;
     let getter = Getter {
