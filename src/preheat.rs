@@ -365,6 +365,7 @@ impl Order {
 
 /// What a client asks for.
 #[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PreheatRequest {
     /// The image reference.
     pub image: String,

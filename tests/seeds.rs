@@ -368,6 +368,23 @@ fn bad_preheat_input_is_refused_and_leaves_nothing() {
         let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
         assert!(err.contains(want), "{image} {extra:?}: {err}");
     }
+    // Malformed bodies on the admin API: the error envelope, a 4xx status.
+    for body in [
+        &b"{not json"[..],
+        br#"{"image":"app:v1","colour":"red"}"#,
+        br#"{"scope":"zone"}"#,
+    ] {
+        let resp = http_request(
+            "POST",
+            &node.admin_url("/api/v1/preheat"),
+            &[("Content-Type", "application/json")],
+            body,
+        )
+        .unwrap();
+        assert!((400..500).contains(&resp.status), "{}", resp.status);
+        let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert!(v["errors"][0]["message"].is_string(), "{v}");
+    }
     // Nothing was fetched or left behind.
     let blobs = node.data_dir().join("blobs/sha256");
     let held = std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
