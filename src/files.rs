@@ -24,6 +24,7 @@ use reqwest::Url;
 use sha2::{Digest as _, Sha256};
 
 use crate::fetch::failures::{Failures, Verdict, judge};
+use crate::fetch::gate::{Gate, Gates};
 use crate::fetch::{BlobRequest, Fetcher, FileOrigin};
 use crate::metrics::Source;
 use crate::oci::{Digest, ErrorCode, RegistryError};
@@ -204,7 +205,7 @@ pub struct Files {
     fetcher: Arc<Fetcher>,
     settings: FileSettings,
     /// One fetch per identity at a time on this node.
-    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    flights: Gates<String>,
     /// Digests whose origin sent other content lately, so that a client retrying (to resume a
     /// transfer that was cut when the check failed) hears why at once.
     mismatched: Mutex<HashMap<Digest, std::time::Instant>>,
@@ -417,26 +418,9 @@ impl Files {
 
     /// Asks the origin chain about the file (`HEAD`).
     async fn head(&self, req: &BlobRequest) -> Result<Validators, RegistryError> {
-        let mut failures = Failures::default();
-        for (source, hop) in self.fetcher.hops(req) {
-            let host = hop.host();
-            let resp = match self.fetcher.send_hop(req, &hop, Method::HEAD, None).await {
-                Ok(r) => r,
-                Err(e) => {
-                    failures.unreachable(source, &e);
-                    continue;
-                }
-            };
-            self.fetcher
-                .metrics()
-                .upstream("file_head", resp.status().as_str());
-            match judge(source, &resp, ErrorCode::BlobUnknown) {
-                Verdict::Use => return Ok(Validators::of(&resp)),
-                Verdict::Final(e) => return Err(e),
-                Verdict::Next => failures.status(source, &host, resp.status()),
-            }
-        }
-        Err(failures.into_error())
+        self.fetcher
+            .head_chain(req, "file_head", |resp| Ok(Validators::of(resp)))
+            .await
     }
 
     /// Finds (or fetches) the blob that holds the file at `url`.
@@ -490,7 +474,7 @@ impl Files {
                 Err(e) => Err(e),
             };
         }
-        let placeholder = Self::blob_request(Hasher256::empty(), origin);
+        let placeholder = Self::blob_request(Digest::sha256_of(b""), origin);
         let v = self.head(&placeholder).await?;
         let id = v.identity(url, &self.settings.ignored_params);
         let origin = placeholder.file.clone().expect("a file request");
@@ -508,9 +492,9 @@ impl Files {
             });
         }
         let flight = id.clone().unwrap_or_else(|| normalized(url, &[]));
-        let gate = FlightGuard::enter(&self.flights, flight);
+        let gate = Gate::enter(&self.flights, flight);
         let result = async {
-            let _turn = gate.gate.lock().await;
+            let _turn = gate.turn().await;
             // Fetched by the request before this one?
             if let Some(record) = id.as_deref().and_then(known) {
                 return Ok(record);
@@ -664,51 +648,6 @@ impl Files {
             });
         }
         Err(failures.into_error())
-    }
-}
-
-/// A place in the queue of one file identity's fetch; the last one out (also a cancelled
-/// request) removes the entry.
-struct FlightGuard<'a> {
-    flights: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    key: String,
-    gate: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl<'a> FlightGuard<'a> {
-    fn enter(
-        flights: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-        key: String,
-    ) -> Self {
-        let gate = flights
-            .lock()
-            .unwrap()
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        FlightGuard { flights, key, gate }
-    }
-}
-
-impl Drop for FlightGuard<'_> {
-    fn drop(&mut self) {
-        let mut flights = self.flights.lock().unwrap();
-        // Only the map and this guard hold it: nobody else waits.
-        if flights
-            .get(&self.key)
-            .is_some_and(|g| Arc::strong_count(g) <= 2)
-        {
-            flights.remove(&self.key);
-        }
-    }
-}
-
-/// The empty SHA-256 digest, a placeholder for a file whose digest is not known yet.
-struct Hasher256;
-
-impl Hasher256 {
-    fn empty() -> Digest {
-        crate::oci::Hasher::new(crate::oci::Algorithm::Sha256).finish()
     }
 }
 

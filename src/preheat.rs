@@ -60,6 +60,15 @@ impl FromStr for Scope {
 }
 
 impl Scope {
+    /// Whether an order of this scope for `zone` names a node of `node_zone` and `role`.
+    fn names(self, zone: &str, node_zone: &str, role: &str) -> bool {
+        match self {
+            Scope::Seeds => role == "seed" && (zone.is_empty() || zone == node_zone),
+            Scope::Zone => zone == node_zone,
+            Scope::All => true,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Scope::Seeds => "seeds",
@@ -444,11 +453,7 @@ impl Preheater {
 
     /// Whether an order names this node.
     fn in_scope(&self, scope: Scope, zone: &str) -> bool {
-        match scope {
-            Scope::Seeds => self.role == "seed" && (zone.is_empty() || zone == self.zone),
-            Scope::Zone => zone == self.zone,
-            Scope::All => true,
-        }
+        scope.names(zone, &self.zone, &self.role)
     }
 
     /// Carries out an order if it names this node (once per order).
@@ -632,13 +637,7 @@ impl Preheater {
             .map(|p| p.parse::<Platform>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(invalid)?;
-        let scope: Scope = req
-            .scope
-            .as_deref()
-            .unwrap_or("seeds")
-            .parse()
-            .map_err(invalid)?;
-        let zone = self.zone_for(scope, req.zone);
+        let (scope, zone) = self.scope_and_zone(req.scope.as_deref(), req.zone)?;
         let resolved = resolve(&self.fetcher, &image, &platforms)
             .await
             .map_err(|mut e| {
@@ -661,12 +660,23 @@ impl Preheater {
         self.give(wire, image.to_string(), scope, resolved).await
     }
 
-    fn zone_for(&self, scope: Scope, zone: Option<String>) -> String {
-        match (scope, zone) {
+    /// The order's scope (default `seeds`) and zone (for `zone`, this node's by default; for
+    /// `seeds`, every zone; none for `all`).
+    fn scope_and_zone(
+        &self,
+        scope: Option<&str>,
+        zone: Option<String>,
+    ) -> Result<(Scope, String), RegistryError> {
+        let scope: Scope = scope
+            .unwrap_or("seeds")
+            .parse()
+            .map_err(|m| RegistryError::new(ErrorCode::NameInvalid, m))?;
+        let zone = match (scope, zone) {
             (Scope::All, _) => String::new(),
             (Scope::Zone, None) => self.zone.clone(),
             (_, z) => z.unwrap_or_default(),
-        }
+        };
+        Ok((scope, zone))
     }
 
     /// A preheat of a file: the ordering node resolves it (fetching it when no digest is
@@ -689,13 +699,7 @@ impl Preheater {
                     .map_err(|e| invalid(format!("digest {d:?}: {e}")))
             })
             .transpose()?;
-        let scope: Scope = req
-            .scope
-            .as_deref()
-            .unwrap_or("seeds")
-            .parse()
-            .map_err(invalid)?;
-        let zone = self.zone_for(scope, req.zone);
+        let (scope, zone) = self.scope_and_zone(req.scope.as_deref(), req.zone)?;
         let host = url.host_str().unwrap_or("?").to_owned();
         let r = self
             .files
@@ -751,12 +755,7 @@ impl Preheater {
                     p.zone.clone().unwrap_or_default(),
                     p.role.clone().unwrap_or_default(),
                 );
-                let named = match scope {
-                    Scope::Seeds => role == "seed" && (zone.is_empty() || zone == pz),
-                    Scope::Zone => zone == pz,
-                    Scope::All => true,
-                };
-                if named {
+                if scope.names(&zone, &pz, &role) {
                     expected.push((p.id, pz, role));
                 }
             }

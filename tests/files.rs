@@ -31,6 +31,24 @@ fn get(node: &ShoalNode, url: &str, extra: &[&str]) -> Output {
     get_cmd(node, url, extra).output().unwrap()
 }
 
+/// Every node `shoal get`s `url` at once (with `extra` flags) into `dir/out-I`; all succeed.
+fn get_everywhere(nodes: &[ShoalNode], url: &str, extra: &[&str], dir: &Path) {
+    let children: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let out = out_path(dir, &format!("out-{i}"));
+            let mut args = extra.to_vec();
+            args.extend(["-o", &out]);
+            get_cmd(node, url, &args).spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
 fn out_path(dir: &Path, name: &str) -> String {
     dir.join(name).to_str().unwrap().to_owned()
 }
@@ -66,29 +84,7 @@ fn eight_nodes_get_one_file_and_the_origin_sends_about_one_copy() {
     let cluster = Cluster::start("", &[("z", false); 8], &[]);
     let work = tempfile::tempdir().unwrap();
     let url = format!("{}/big.bin", nginx.url());
-    let children: Vec<_> = cluster
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| {
-            get_cmd(
-                node,
-                &url,
-                &[
-                    "--digest",
-                    &digest,
-                    "-o",
-                    &out_path(work.path(), &format!("out-{i}")),
-                ],
-            )
-            .spawn()
-            .unwrap()
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
+    get_everywhere(&cluster.nodes, &url, &["--digest", &digest], work.path());
     for i in 0..8 {
         let got = std::fs::read(work.path().join(format!("out-{i}"))).unwrap();
         assert_eq!(sha256_hex(&got), digest, "output {i}");
@@ -372,24 +368,7 @@ fn without_a_digest_the_zone_still_fetches_a_file_once() {
     let cluster = Cluster::start("", &[("z", false); 8], &[]);
     let work = tempfile::tempdir().unwrap();
     let url = format!("{}/plain.bin", nginx.url());
-    let children: Vec<_> = cluster
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, node)| {
-            get_cmd(
-                node,
-                &url,
-                &["-o", &out_path(work.path(), &format!("out-{i}"))],
-            )
-            .spawn()
-            .unwrap()
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{out:?}");
-    }
+    get_everywhere(&cluster.nodes, &url, &[], work.path());
     for i in 0..8 {
         let got = std::fs::read(work.path().join(format!("out-{i}"))).unwrap();
         assert_eq!(got, content, "output {i}");

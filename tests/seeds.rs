@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
+use common::peer::{FakePeer, Pieces, member_config};
 use common::{
     Containerd, Registry, RegistryOpts, ShoalNode, TestImage, http_request, make_image, push_blob,
     push_image, sha256_hex, write_swarm_key,
@@ -423,32 +424,6 @@ fn bad_preheat_input_is_refused_and_leaves_nothing() {
     }
 }
 
-/// A swarm member that claims whole blobs and never sends a piece.
-struct Staller {
-    maps: std::collections::HashMap<String, shoal::p2p::PieceMap>,
-}
-
-impl shoal::p2p::PieceService for Staller {
-    fn piece_map(
-        &self,
-        digest: shoal::oci::Digest,
-        _: Option<shoal::p2p::FetchHint>,
-    ) -> futures_util::future::BoxFuture<'static, Option<shoal::p2p::PieceMap>> {
-        let map = self.maps.get(&digest.to_string()).cloned();
-        Box::pin(async move { map })
-    }
-
-    fn piece(
-        &self,
-        _: shoal::p2p::PeerId,
-        _: shoal::oci::Digest,
-        _: u32,
-    ) -> futures_util::future::BoxFuture<'static, Result<shoal::p2p::Outgoing, shoal::p2p::ErrorCode>>
-    {
-        Box::pin(std::future::pending())
-    }
-}
-
 /// The honest map of `data`: 4 MiB pieces, all held.
 fn full_map(digest: &str, data: &[u8]) -> shoal::p2p::PieceMap {
     use sha2::Digest as _;
@@ -499,20 +474,17 @@ async fn a_stalling_peer_delays_a_pull_by_at_most_the_stall_deadline() {
         .unwrap()
         .parse()
         .unwrap();
-    let psk = shoal::p2p::keys::load_swarm_key(&dir.path().join("swarm.key")).unwrap();
     let maps = [(digest.clone(), full_map(&digest, &data))].into();
     let staller = shoal::p2p::P2p::start(
-        shoal::p2p::P2pConfig {
-            keypair: shoal::p2p::Keypair::generate_ed25519(),
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            bootstrap: vec![node_addr],
-            swarm_key: Some(psk),
-            zone: "default".into(),
-            role: "node".into(),
-            request_timeout: Duration::from_secs(60),
-            zone_peering: false,
-        },
-        std::sync::Arc::new(Staller { maps }),
+        member_config(
+            &dir.path().join("swarm.key"),
+            node_addr,
+            Duration::from_secs(60),
+        ),
+        std::sync::Arc::new(FakePeer {
+            maps,
+            pieces: Pieces::Never,
+        }),
     )
     .await
     .unwrap();

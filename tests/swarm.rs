@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::peer::{FakePeer, Pieces, member_config};
 use common::{
     Registry, RegistryOpts, ShoalNode, http_request, push_blob, sha256_hex, write_swarm_key,
 };
@@ -201,39 +202,6 @@ fn eight_nodes_pulling_at_once_cost_the_upstream_about_one_copy() {
     assert!(from_peers >= 6.0 * data.len() as f64, "{from_peers}");
 }
 
-/// A swarm member that claims every piece of the blobs it was given maps for, and sends
-/// garbage of the right length for each.
-struct Liar {
-    maps: std::collections::HashMap<String, shoal::p2p::PieceMap>,
-}
-
-impl shoal::p2p::PieceService for Liar {
-    fn piece_map(
-        &self,
-        digest: shoal::oci::Digest,
-        _: Option<shoal::p2p::FetchHint>,
-    ) -> futures_util::future::BoxFuture<'static, Option<shoal::p2p::PieceMap>> {
-        let map = self.maps.get(&digest.to_string()).cloned();
-        Box::pin(async move { map })
-    }
-
-    fn piece(
-        &self,
-        _: shoal::p2p::PeerId,
-        digest: shoal::oci::Digest,
-        index: u32,
-    ) -> futures_util::future::BoxFuture<'static, Result<shoal::p2p::Outgoing, shoal::p2p::ErrorCode>>
-    {
-        let map = self.maps.get(&digest.to_string()).cloned();
-        Box::pin(async move {
-            let map = map.ok_or(shoal::p2p::ErrorCode::NotFound)?;
-            let start = u64::from(index) * u64::from(map.piece_size);
-            let len = (map.size - start).min(u64::from(map.piece_size));
-            Ok(bytes::Bytes::from(vec![0x5a; len as usize]).into())
-        })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_sends_corrupt_pieces_is_caught_and_banned() {
     if !common::require_tool("docker-registry") {
@@ -282,25 +250,19 @@ async fn a_peer_that_sends_corrupt_pieces_is_caught_and_banned() {
     let a_id: shoal::p2p::PeerId = a.status()["peer_id"].as_str().unwrap().parse().unwrap();
 
     // The liar joins with the swarm key, learns the real maps, and provides both blobs.
-    let psk = shoal::p2p::keys::load_swarm_key(&key_path).unwrap();
-    let config = shoal::p2p::P2pConfig {
-        keypair: shoal::p2p::Keypair::generate_ed25519(),
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap: vec![a_addr.clone()],
-        swarm_key: Some(psk),
-        zone: "default".into(),
-        role: "node".into(),
-        request_timeout: Duration::from_secs(10),
-        zone_peering: false,
+    let config = member_config(&key_path, a_addr.clone(), Duration::from_secs(10));
+    let liar = |maps| {
+        std::sync::Arc::new(FakePeer {
+            maps,
+            pieces: Pieces::Garbage,
+        })
     };
     let probe = shoal::p2p::P2p::start(
         shoal::p2p::P2pConfig {
             keypair: shoal::p2p::Keypair::generate_ed25519(),
             ..config.clone()
         },
-        std::sync::Arc::new(Liar {
-            maps: Default::default(),
-        }),
+        liar(Default::default()),
     )
     .await
     .unwrap();
@@ -323,9 +285,7 @@ async fn a_peer_that_sends_corrupt_pieces_is_caught_and_banned() {
     }
     // The probe only fetched maps; it leaves the swarm.
     drop(probe);
-    let liar = shoal::p2p::P2p::start(config, std::sync::Arc::new(Liar { maps }))
-        .await
-        .unwrap();
+    let liar = shoal::p2p::P2p::start(config, liar(maps)).await.unwrap();
     for d in &digests {
         liar.provide(&d.parse().unwrap()).await;
     }

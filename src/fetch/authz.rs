@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 
 use super::failures::{Failures, Verdict, judge};
+use super::gate::{Gate, Gates};
 use super::sources::Registries;
 use crate::metrics::NodeMetrics;
 use crate::oci::{
@@ -47,48 +48,13 @@ struct Key {
     credentials: String,
 }
 
-type Gates = Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>;
-
-/// A place in the queue for one key's probe. The last one out removes the key's gate, also
-/// when the waiting request is cancelled (its client went away).
-struct Gate<'a> {
-    gates: &'a Gates,
-    key: &'a Key,
-    gate: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl<'a> Gate<'a> {
-    fn enter(gates: &'a Gates, key: &'a Key) -> Gate<'a> {
-        let gate = gates
-            .lock()
-            .unwrap()
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        Gate { gates, key, gate }
-    }
-}
-
-impl Drop for Gate<'_> {
-    fn drop(&mut self) {
-        let mut gates = self.gates.lock().unwrap();
-        // Only the map and this guard hold it: nobody else waits.
-        if gates
-            .get(self.key)
-            .is_some_and(|g| Arc::strong_count(g) <= 2)
-        {
-            gates.remove(self.key);
-        }
-    }
-}
-
 /// The authorization cache and prober.
 pub struct Authorizer {
     client: Arc<RegistryClient>,
     registries: Arc<Registries>,
     metrics: NodeMetrics,
     granted: Mutex<HashMap<Key, Instant>>,
-    probing: Gates,
+    probing: Gates<Key>,
 }
 
 impl Authorizer {
@@ -162,9 +128,9 @@ impl Authorizer {
             return Ok(());
         }
         // One probe per key at a time: fifty clients asking together cost one upstream request.
-        let gate = Gate::enter(&self.probing, &key);
+        let gate = Gate::enter(&self.probing, key.clone());
         let result = {
-            let _turn = gate.gate.lock().await;
+            let _turn = gate.turn().await;
             if self.fresh(&key) {
                 Ok(())
             } else {

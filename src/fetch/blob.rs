@@ -286,22 +286,40 @@ impl Fetcher {
     /// # Errors
     /// The chain's failure, `BLOB_UNKNOWN`, or an authorization error from the upstream.
     pub async fn head_blob(&self, req: &BlobRequest) -> Result<u64, RegistryError> {
+        self.head_chain(req, "blob_head", |resp| {
+            content_length(resp).ok_or("no Content-Length")
+        })
+        .await
+    }
+
+    /// Asks the blob's source chain (registry or file origin) with `HEAD`: the first usable
+    /// answer that `read` accepts, else the chain's failure. `kind` labels the upstream
+    /// requests metric.
+    ///
+    /// # Errors
+    /// The chain's failure, `BLOB_UNKNOWN`, or an authorization error from the source.
+    pub(crate) async fn head_chain<T>(
+        &self,
+        req: &BlobRequest,
+        kind: &str,
+        read: impl Fn(&reqwest::Response) -> Result<T, &'static str>,
+    ) -> Result<T, RegistryError> {
         let mut failures = Failures::default();
         for (source, hop) in self.hops(req) {
             let host = hop.host();
             let resp = match self.send_hop(req, &hop, Method::HEAD, None).await {
                 Ok(r) => r,
                 Err(e) => {
-                    self.metrics.upstream("blob_head", "error");
+                    self.metrics.upstream(kind, "error");
                     failures.unreachable(source, &e);
                     continue;
                 }
             };
-            self.metrics.upstream("blob_head", resp.status().as_str());
+            self.metrics.upstream(kind, resp.status().as_str());
             match judge(source, &resp, ErrorCode::BlobUnknown) {
-                Verdict::Use => match content_length(&resp) {
-                    Some(size) => return Ok(size),
-                    None => failures.bad_content(source, &host, "no Content-Length"),
+                Verdict::Use => match read(&resp) {
+                    Ok(answer) => return Ok(answer),
+                    Err(why) => failures.bad_content(source, &host, why),
                 },
                 Verdict::Final(e) => return Err(e),
                 Verdict::Next => failures.status(source, &host, resp.status()),

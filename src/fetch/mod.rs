@@ -9,6 +9,7 @@ mod blob;
 pub mod download;
 pub mod evict;
 pub(crate) mod failures;
+pub(crate) mod gate;
 pub mod limit;
 pub mod manifest;
 pub mod pieces;

@@ -168,8 +168,7 @@ impl Store {
     /// # Errors
     /// When the temporary file cannot be created.
     pub fn unnamed_writer(&self) -> Result<BlobWriter, StoreError> {
-        let algorithm = crate::oci::Algorithm::Sha256;
-        let placeholder = crate::oci::Hasher::new(algorithm).finish();
+        let placeholder = Digest::sha256_of(b"");
         BlobWriter::create(
             self.temp_path("unnamed"),
             self.temp_path("unnamed-dest"),

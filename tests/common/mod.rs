@@ -36,6 +36,8 @@ pub mod image;
 pub mod nginx;
 /// A `shoal node` process.
 pub mod node;
+/// In-process swarm members that misbehave on purpose.
+pub mod peer;
 /// Background processes with collected output.
 pub mod process;
 /// The upstream `docker-registry`.
