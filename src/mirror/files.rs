@@ -81,7 +81,12 @@ async fn serve(
     } else {
         Some(fetcher.blob(&resolved.blob)?)
     };
-    if let Some(crate::fetch::Blob::Downloading { download, .. }) = &held {
+    // One watcher per download: the request that started it.
+    if let Some(crate::fetch::Blob::Downloading {
+        download,
+        leader: true,
+    }) = &held
+    {
         state.files.watch(download.clone());
     }
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
