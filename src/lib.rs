@@ -13,6 +13,8 @@
 //! - [`mirror`]: the node's HTTP servers — the registry-mirror API and the admin endpoints.
 //! - [`metrics`]: the `shoal_` Prometheus metrics, registered in a registry the caller owns.
 //! - [`config`]: config file structs, validation into typed settings.
+//! - [`manager`]: the control plane — REST API, database, permissions, targets, tasks and
+//!   schedules, statistics; [`manager::protocol`] is its contract with the nodes.
 //! - [`node`]: wiring one node together (used by the CLI and by in-process tests).
 //! - [`cli`]: the `shoal` subcommands; thin.
 
@@ -22,6 +24,7 @@
 pub mod cli;
 pub mod config;
 pub mod fetch;
+pub mod manager;
 pub mod files;
 pub mod metrics;
 pub mod mirror;
