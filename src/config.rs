@@ -127,6 +127,12 @@ pub struct NodeConfig {
     /// Standby file origins: `"PREFIX" = "REPLACEMENT"`; a file URL starting with PREFIX is
     /// also fetched with it replaced.
     pub file_fallback: BTreeMap<String, String>,
+    /// The manager to join, e.g. `https://shoal-manager.example:8080`.
+    pub manager: Option<String>,
+    /// The file holding the cluster's join token (required with `manager`).
+    pub token_file: Option<PathBuf>,
+    /// The node's name at the manager; default the host name.
+    pub node_name: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -157,8 +163,22 @@ impl Default for NodeConfig {
                 .map(|s| (*s).to_owned())
                 .collect(),
             file_fallback: BTreeMap::new(),
+            manager: None,
+            token_file: None,
+            node_name: None,
         }
     }
+}
+
+/// How a node joins a manager.
+#[derive(Debug, Clone)]
+pub struct ManagerSettings {
+    /// The manager's base URL.
+    pub url: Url,
+    /// The file holding the cluster's join token.
+    pub token_file: PathBuf,
+    /// The node's name at the manager.
+    pub node_name: String,
 }
 
 /// Validated node settings, ready to wire.
@@ -202,6 +222,8 @@ pub struct NodeSettings {
     pub zone_peering: bool,
     /// How files are identified and where else they come from.
     pub files: crate::files::FileSettings,
+    /// The manager to join, if any.
+    pub manager: Option<ManagerSettings>,
 }
 
 impl NodeConfig {
@@ -332,6 +354,7 @@ impl NodeConfig {
             file_fallbacks.push((prefix.clone(), replacement.clone()));
         }
         Ok(NodeSettings {
+            manager: self.manager_settings(&url)?,
             files: crate::files::FileSettings {
                 ignored_params: self.file_ignore_params.clone(),
                 fallbacks: file_fallbacks,
@@ -367,6 +390,68 @@ impl NodeConfig {
                 )?,
             },
         })
+    }
+}
+
+impl NodeConfig {
+    /// `manager`, `token_file` and `node_name`, checked together.
+    fn manager_settings(
+        &self,
+        url: &dyn Fn(String, &str) -> Result<Url, ConfigError>,
+    ) -> Result<Option<ManagerSettings>, ConfigError> {
+        let Some(manager) = &self.manager else {
+            if self.token_file.is_some() {
+                return Err(invalid(
+                    "token_file",
+                    "goes with `manager`, which is not set",
+                ));
+            }
+            return Ok(None);
+        };
+        let url = url("manager".into(), manager)?;
+        let token_file = self
+            .token_file
+            .clone()
+            .ok_or_else(|| invalid("token_file", "is required to join a manager"))?;
+        // Read now so that a missing or unreadable file stops the start (its content is read
+        // again at each registration, so a rotated token is picked up).
+        match std::fs::read_to_string(&token_file) {
+            Ok(t) if t.trim().is_empty() => {
+                return Err(invalid(
+                    "token_file",
+                    format!("{} is empty", token_file.display()),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(invalid(
+                    "token_file",
+                    format!("{}: {e}", token_file.display()),
+                ));
+            }
+        }
+        let node_name = match &self.node_name {
+            Some(n) => n.trim().to_owned(),
+            None => crate::agent::host::hostname().ok_or_else(|| {
+                invalid("node_name", "the host name is unknown: set it explicitly")
+            })?,
+        };
+        if node_name.is_empty()
+            || node_name.len() > 253
+            || node_name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                "node_name",
+                format!("{node_name:?}: 1 to 253 characters without spaces"),
+            ));
+        }
+        Ok(Some(ManagerSettings {
+            url,
+            token_file,
+            node_name,
+        }))
     }
 }
 
@@ -452,6 +537,48 @@ mod tests {
                 .to_string()
                 .contains("upstream_read_timeout_secs")
         );
+    }
+
+    #[test]
+    fn joining_a_manager_needs_a_url_and_a_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "join-secret\n").unwrap();
+        let with = |manager: Option<&str>, token_file: Option<&Path>, name: Option<&str>| {
+            NodeConfig {
+                manager: manager.map(str::to_owned),
+                token_file: token_file.map(Path::to_owned),
+                node_name: name.map(str::to_owned),
+                ..Default::default()
+            }
+            .validate()
+        };
+        assert!(with(None, None, None).unwrap().manager.is_none());
+        let m = with(Some("http://127.0.0.1:8080"), Some(&token), Some("n1"))
+            .unwrap()
+            .manager
+            .unwrap();
+        assert_eq!(m.url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(m.node_name, "n1");
+        // The host name by default.
+        let m = with(Some("http://m:8080"), Some(&token), None)
+            .unwrap()
+            .manager
+            .unwrap();
+        assert!(!m.node_name.is_empty());
+        let err = |r: Result<NodeSettings, ConfigError>| r.unwrap_err().to_string();
+        assert!(err(with(Some("ftp://m"), Some(&token), None)).contains("`manager`"));
+        assert!(err(with(Some("http://m"), None, None)).contains("`token_file`"));
+        assert!(err(with(None, Some(&token), None)).contains("`token_file`"));
+        let missing = dir.path().join("missing");
+        assert!(err(with(Some("http://m"), Some(&missing), None)).contains("`token_file`"));
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        assert!(err(with(Some("http://m"), Some(&empty), None)).contains("`token_file`"));
+        assert!(err(with(Some("http://m"), Some(&token), Some("a b"))).contains("`node_name`"));
+        // The token itself never shows in errors or debug output.
+        let cfg = with(Some("http://m"), Some(&token), None).unwrap();
+        assert!(!format!("{cfg:?}").contains("join-secret"));
     }
 
     #[test]

@@ -413,6 +413,7 @@ impl Files {
             digest,
             credentials: None,
             file: Some(Arc::new(origin)),
+            meter: None,
         }
     }
 
@@ -528,14 +529,21 @@ impl Files {
         })
     }
 
-    /// Fetches a file of known digest (a preheat order) and records it under the URL's identity
-    /// too, so that later requests without the digest find it. Returns its size.
+    /// Fetches a file of known digest into the store (a preheat order, a manager's task) and
+    /// records it under the URL's identity too, so that later requests without the digest find
+    /// it. A download it starts goes on `meter` (see [`BlobRequest::meter`]). Returns its size.
     ///
     /// # Errors
     /// As [`Files::resolve`], or the download's failure.
-    pub async fn fetch_known(&self, url: &Url, digest: Digest) -> Result<u64, RegistryError> {
+    pub async fn fetch_known(
+        &self,
+        url: &Url,
+        digest: Digest,
+        meter: Option<Arc<crate::fetch::Meter>>,
+    ) -> Result<u64, RegistryError> {
         let origin = self.origin(url, HeaderMap::new());
-        let req = Self::blob_request(digest.clone(), origin);
+        let mut req = Self::blob_request(digest.clone(), origin);
+        req.meter = meter;
         let v = self.head(&req).await?;
         self.claim(&digest)?;
         match self.fetcher.blob(&req)? {
@@ -605,7 +613,7 @@ impl Files {
             loop {
                 match resp.chunk().await {
                     Ok(Some(chunk)) => {
-                        self.fetcher.download_budget(chunk.len() as u64).await;
+                        self.fetcher.download_budget(None, chunk.len() as u64).await;
                         tokio::task::block_in_place(|| writer.write(&chunk))
                             .map_err(store_error)?;
                     }

@@ -15,17 +15,20 @@
 //! - [`config`]: config file structs, validation into typed settings.
 //! - [`manager`]: the control plane — REST API, database, permissions, targets, tasks and
 //!   schedules, statistics; [`manager::protocol`] is its contract with the nodes.
+//! - [`agent`]: the node's side of the control plane — joining the manager, heartbeats,
+//!   carrying out assigned tasks (with the same fetch functions as [`preheat`]) and reporting.
 //! - [`node`]: wiring one node together (used by the CLI and by in-process tests).
 //! - [`cli`]: the `shoal` subcommands; thin.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod fetch;
-pub mod manager;
 pub mod files;
+pub mod manager;
 pub mod metrics;
 pub mod mirror;
 pub mod node;

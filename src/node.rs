@@ -48,6 +48,9 @@ pub enum NodeError {
     /// The swarm could not start.
     #[error("cannot start the swarm: {0}")]
     P2p(#[from] crate::p2p::P2pError),
+    /// The agent could not start.
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
 }
 
 fn role(settings: &NodeSettings) -> &'static str {
@@ -91,6 +94,8 @@ pub struct Node {
     admin_listener: TcpListener,
     mirror_state: MirrorState,
     admin_state: admin::AdminState,
+    /// With `--manager`: the agent to start with the servers.
+    agent: Option<crate::agent::AgentConfig>,
 }
 
 impl Node {
@@ -134,6 +139,18 @@ impl Node {
         preheater.listen(&p2p);
         fetcher.attach_p2p(p2p);
         let mirror_addr = mirror_listener.local_addr()?;
+        let agent = settings
+            .manager
+            .as_ref()
+            .map(|m| crate::agent::AgentConfig {
+                manager: m.url.clone(),
+                token_file: m.token_file.clone(),
+                node_name: m.node_name.clone(),
+                data_dir: settings.data_dir.clone(),
+                role: role(&settings).into(),
+                zone: settings.zone.clone(),
+                mirror_addr,
+            });
         let info = admin::NodeInfo {
             role: role(&settings).into(),
             zone: settings.zone,
@@ -154,6 +171,7 @@ impl Node {
                 info: Arc::new(info),
                 preheater,
             },
+            agent,
         })
     }
 
@@ -167,14 +185,23 @@ impl Node {
         self.admin_listener.local_addr().expect("bound listener")
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and lets open requests finish.
+    /// Serves (and, with a manager, runs the agent) until `shutdown` resolves, then stops
+    /// accepting and lets open requests finish.
     ///
     /// # Errors
-    /// When a server fails.
+    /// When a server fails, or the agent cannot start.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), NodeError> {
+        let agent = match self.agent {
+            Some(config) => Some(crate::agent::Agent::spawn(
+                config,
+                self.admin_state.fetcher.clone(),
+                self.mirror_state.files.clone(),
+            )?),
+            None => None,
+        };
         let (tx, rx) = tokio::sync::watch::channel(false);
         let signal = move || {
             let mut rx = rx.clone();
@@ -193,6 +220,11 @@ impl Node {
             signal(),
         ));
         shutdown.await;
+        // Assignments in progress stop without a report: the manager gives them again when
+        // the node is back.
+        if let Some(agent) = agent {
+            agent.stop();
+        }
         let _ = tx.send(true);
         // Open requests get a grace period; a long blob transfer does not hold the exit.
         let drain = async {

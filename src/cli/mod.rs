@@ -163,6 +163,15 @@ pub struct NodeArgs {
         value_delimiter = ','
     )]
     pub file_fallback: Vec<String>,
+    /// The manager to join, e.g. https://shoal-manager:8080 (needs --token-file).
+    #[arg(long, value_name = "URL", env = "SHOAL_MANAGER")]
+    pub manager: Option<String>,
+    /// The file holding the cluster's join token (a mounted Secret; never logged).
+    #[arg(long, value_name = "FILE", env = "SHOAL_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The node's name at the manager [default: the host name].
+    #[arg(long, value_name = "NAME", env = "SHOAL_NODE_NAME")]
+    pub node_name: Option<String>,
 }
 
 impl NodeArgs {
@@ -236,6 +245,15 @@ impl NodeArgs {
         }
         if self.max_disk.is_some() {
             cfg.max_disk = self.max_disk;
+        }
+        if let Some(v) = &self.manager {
+            cfg.manager = Some(v.clone());
+        }
+        if let Some(v) = &self.token_file {
+            cfg.token_file = Some(v.clone());
+        }
+        if let Some(v) = &self.node_name {
+            cfg.node_name = Some(v.clone());
         }
         Ok(cfg)
     }
@@ -355,6 +373,29 @@ mod tests {
         assert_eq!(cfg.zone, "b");
         assert_eq!(cfg.upstream["docker.io"], "http://127.0.0.1:9");
         assert_eq!(cfg.fallback["docker.io"], ["http://f2"]);
+        assert_eq!(cfg.manager, None);
+
+        let cli = Cli::try_parse_from([
+            "shoal",
+            "seed",
+            "--manager",
+            "http://127.0.0.1:8080",
+            "--token-file",
+            "/run/secrets/join",
+            "--node-name",
+            "host-1",
+        ])
+        .unwrap();
+        let Command::Seed(args) = cli.command else {
+            panic!()
+        };
+        let cfg = args.resolve().unwrap();
+        assert_eq!(cfg.manager.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(
+            cfg.token_file.as_deref(),
+            Some(std::path::Path::new("/run/secrets/join"))
+        );
+        assert_eq!(cfg.node_name.as_deref(), Some("host-1"));
 
         let args = NodeArgs {
             upstream: vec!["no-equals-sign".into()],

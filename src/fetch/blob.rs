@@ -29,6 +29,7 @@ impl Fetcher {
             return Some(Blob::Stored { size });
         }
         let download = self.inflight.lock().unwrap().get(digest).cloned()?;
+        download.share();
         Some(Blob::Downloading {
             download,
             leader: false,
@@ -46,6 +47,7 @@ impl Fetcher {
         }
         let mut inflight = self.inflight.lock().unwrap();
         if let Some(download) = inflight.get(&req.digest) {
+            download.share();
             return Ok(Blob::Downloading {
                 download: download.clone(),
                 leader: false,
@@ -60,6 +62,7 @@ impl Fetcher {
             req.digest.clone(),
             self.store.blob_path(&req.digest),
             writer.temp_path(),
+            req.meter.clone(),
         ));
         inflight.insert(req.digest.clone(), download.clone());
         drop(inflight);
@@ -75,16 +78,22 @@ impl Fetcher {
         tokio::spawn(async move {
             this.metrics.downloads_in_flight.inc();
             // A panic must not leave the digest's readers waiting forever.
-            let result =
-                std::panic::AssertUnwindSafe(this.run_download(&task_download, &req, writer))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(RegistryError::new(
-                            ErrorCode::Unknown,
-                            "the download failed unexpectedly",
-                        ))
-                    });
+            let run = std::panic::AssertUnwindSafe(this.run_download(&task_download, &req, writer))
+                .catch_unwind();
+            let result = tokio::select! {
+                result = run => result.unwrap_or_else(|_| {
+                    Err(RegistryError::new(
+                        ErrorCode::Unknown,
+                        "the download failed unexpectedly",
+                    ))
+                }),
+                // Its starter stopped and nobody else waits for it: the transfer ends here (the
+                // temporary file goes; verified pieces from peers stay for a later resume).
+                () = task_download.unwanted() => Err(RegistryError::new(
+                    ErrorCode::Unknown,
+                    "the download was stopped",
+                )),
+            };
             let label = match &result {
                 Ok(size) => {
                     let size = *size;
@@ -208,7 +217,7 @@ impl Fetcher {
                     p.source = source;
                     p.phase = Phase::Streaming;
                 });
-                let (returned, body) = self.stream_body(resp, sink, dl, size).await;
+                let (returned, body) = self.stream_body(resp, sink, dl, source, size).await;
                 sink = returned;
                 match body {
                     Ok(()) => {}
@@ -422,6 +431,7 @@ impl Fetcher {
         mut resp: reqwest::Response,
         sink: Sink,
         dl: &Arc<Download>,
+        source: crate::metrics::Source,
         size: Option<u64>,
     ) -> (Sink, Result<(), BodyError>) {
         let Sink {
@@ -472,7 +482,8 @@ impl Fetcher {
                         break Err(BodyError::TooLong);
                     }
                     // Holding the next read back is what slows the sender (TCP flow control).
-                    self.download_budget(c.len() as u64).await;
+                    self.download_budget(dl.meter(), c.len() as u64).await;
+                    dl.count(source, c.len() as u64);
                     dl.received(received, c.clone());
                     received += c.len() as u64;
                     batch_bytes += c.len();

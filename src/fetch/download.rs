@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -107,6 +108,10 @@ pub struct Download {
     recent: Mutex<VecDeque<(u32, u64, Bytes)>>,
     /// What peers may take of it (once the size is known).
     view: Mutex<Option<PieceView>>,
+    /// The meter of the request that started it.
+    meter: Option<Arc<super::Meter>>,
+    /// Whether another request has joined it (then stopping the meter does not end it).
+    shared: AtomicBool,
 }
 
 impl std::fmt::Debug for PieceView {
@@ -116,7 +121,12 @@ impl std::fmt::Debug for PieceView {
 }
 
 impl Download {
-    pub(super) fn new(digest: Digest, final_path: PathBuf, temp: &Path) -> Download {
+    pub(super) fn new(
+        digest: Digest,
+        final_path: PathBuf,
+        temp: &Path,
+        meter: Option<Arc<super::Meter>>,
+    ) -> Download {
         let (state, _) = watch::channel(Progress {
             generation: 0,
             written: 0,
@@ -133,6 +143,44 @@ impl Download {
             state,
             recent: Mutex::new(VecDeque::new()),
             view: Mutex::new(None),
+            meter,
+            shared: AtomicBool::new(false),
+        }
+    }
+
+    /// The meter of the request that started the download.
+    pub(super) fn meter(&self) -> Option<&super::Meter> {
+        self.meter.as_deref()
+    }
+
+    /// The same, to hand to a task.
+    pub(super) fn meter_handle(&self) -> Option<Arc<super::Meter>> {
+        self.meter.clone()
+    }
+
+    /// Counts `bytes` received from `source` on the starter's meter.
+    pub(super) fn count(&self, source: Source, bytes: u64) {
+        if let Some(m) = &self.meter {
+            m.count(source, bytes);
+        }
+    }
+
+    /// Records that another request has joined the download.
+    pub(super) fn share(&self) {
+        self.shared.store(true, Ordering::Relaxed);
+    }
+
+    /// Resolves when the starter's meter is stopped while nobody else has joined: the download
+    /// should end. Never resolves otherwise.
+    pub(super) async fn unwanted(&self) {
+        match &self.meter {
+            Some(m) => {
+                m.stopped().await;
+                if self.shared.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
         }
     }
 

@@ -5,11 +5,18 @@
 //! 1 MiB/s bucket) and then waits until the debt is paid back. So any configured rate is
 //! reachable whatever the size of the reads, while the average never exceeds it; the burst
 //! (what an idle bucket saves up) is a fifth of a second of traffic.
+//!
+//! A [`Meter`] goes with one request (a manager task's fetch): the download that request
+//! starts also takes from the meter's own bucket, counts its bytes by source there, and can be
+//! stopped through it.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use serde::{Deserialize, Deserializer};
 use tokio::time::Instant;
@@ -27,6 +34,11 @@ impl ByteRate {
     /// Bytes per second.
     pub fn bytes_per_sec(self) -> u64 {
         self.0
+    }
+
+    /// A rate of `bytes` per second (`None` for 0, which is no rate).
+    pub fn from_bytes_per_sec(bytes: u64) -> Option<ByteRate> {
+        (bytes > 0).then_some(ByteRate(bytes))
     }
 }
 
@@ -148,6 +160,72 @@ impl TokenBucket {
     }
 }
 
+/// One requester's account of the downloads its requests start (see
+/// [`crate::fetch::BlobRequest::meter`]): bytes received by source, an optional rate limit of
+/// its own that those downloads take from in addition to the node's `--download-limit`, and a
+/// stop.
+///
+/// Only downloads a metered request *starts* are metered: a request that joins a download
+/// already running for someone else shares it as it is (its rate, its counts elsewhere), and
+/// a blob already in the store costs nothing.
+#[derive(Debug, Default)]
+pub struct Meter {
+    limit: Option<TokenBucket>,
+    peer: AtomicU64,
+    upstream: AtomicU64,
+    stop: CancellationToken,
+}
+
+impl Meter {
+    /// A meter, limited to `limit` if given.
+    pub fn new(limit: Option<ByteRate>) -> Meter {
+        Meter {
+            limit: limit.map(TokenBucket::new),
+            ..Meter::default()
+        }
+    }
+
+    /// Waits for the meter's own limit to allow `bytes` more (cancel-safe, as
+    /// [`TokenBucket::take`]).
+    pub(crate) async fn take(&self, bytes: u64) {
+        if let Some(b) = &self.limit {
+            b.take(bytes).await;
+        }
+    }
+
+    /// Counts `bytes` received from `source`.
+    pub(crate) fn count(&self, source: crate::metrics::Source, bytes: u64) {
+        use crate::metrics::Source;
+        match source {
+            Source::Peer => &self.peer,
+            Source::Upstream | Source::Fallback => &self.upstream,
+            Source::Cache => return,
+        }
+        .fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes received from peers (seeds included).
+    pub fn bytes_peer(&self) -> u64 {
+        self.peer.load(Ordering::Relaxed)
+    }
+
+    /// Bytes received from the upstream, a standby mirror or a file origin.
+    pub fn bytes_upstream(&self) -> u64 {
+        self.upstream.load(Ordering::Relaxed)
+    }
+
+    /// Ends the downloads this meter's requests started, except those another request has
+    /// joined meanwhile (they go on for it). Their waiters see them fail.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Resolves once [`Meter::stop`] was called.
+    pub(crate) async fn stopped(&self) {
+        self.stop.cancelled().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +284,32 @@ mod tests {
         bucket.take(3 << 20).await;
         let secs = start.elapsed().as_secs_f64();
         assert!((2.79..=2.81).contains(&secs), "{secs}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_meter_counts_by_source_and_limits() {
+        use crate::metrics::Source;
+        let meter = Meter::new(Some("1MiB/s".parse().unwrap()));
+        let start = Instant::now();
+        for source in [
+            Source::Peer,
+            Source::Upstream,
+            Source::Fallback,
+            Source::Cache,
+        ] {
+            meter.take(1 << 20).await;
+            meter.count(source, 1 << 20);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        assert!((3.7..=3.9).contains(&secs), "{secs}");
+        assert_eq!(meter.bytes_peer(), 1 << 20);
+        assert_eq!(meter.bytes_upstream(), 2 << 20);
+        // Without a limit, nothing waits.
+        let free = Meter::new(None);
+        let start = Instant::now();
+        free.take(1 << 30).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        free.stop();
+        free.stopped().await;
     }
 }

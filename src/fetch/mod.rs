@@ -27,6 +27,7 @@ use crate::store::Store;
 
 pub use authz::{Authorizer, ObjectKind};
 pub use download::{Download, Phase, Progress};
+pub use limit::Meter;
 pub use manifest::{Manifest, ManifestRequest};
 pub use sources::Registries;
 
@@ -44,6 +45,9 @@ pub struct BlobRequest {
     /// For a file (any HTTP URL) rather than a registry blob: where its bytes come from. The
     /// registry and repository are then placeholders.
     pub file: Option<Arc<FileOrigin>>,
+    /// The requester's meter: the download this request starts (not one it joins) counts its
+    /// bytes by source there, also takes from its limit, and ends when it is stopped.
+    pub meter: Option<Arc<Meter>>,
 }
 
 /// Where a file's bytes come from: its URL, then standby origins, with the client's headers
@@ -218,10 +222,14 @@ impl Fetcher {
         this
     }
 
-    /// Waits for the download limit to allow `bytes` more.
-    pub(crate) async fn download_budget(&self, bytes: u64) {
+    /// Waits for the download limit, and the meter's own if there is one, to allow `bytes`
+    /// more.
+    pub(crate) async fn download_budget(&self, meter: Option<&Meter>, bytes: u64) {
         if let Some(b) = &self.download_limit {
             b.take(bytes).await;
+        }
+        if let Some(m) = meter {
+            m.take(bytes).await;
         }
     }
 
@@ -300,6 +308,27 @@ impl Fetcher {
                     .await
             }
         }
+    }
+
+    /// Whether the node can serve what it does not hold: the store's temporary directory
+    /// takes a file, and some source is reachable ([`Fetcher::any_source_reachable`]). The
+    /// error says what is wrong.
+    ///
+    /// # Errors
+    /// The reason the node is not ready.
+    pub async fn readiness(&self) -> Result<(), String> {
+        let probe = self.store.root().join("tmp").join(".ready");
+        if let Err(e) = tokio::fs::write(&probe, b"").await {
+            return Err(format!("store not writable: {e}"));
+        }
+        let _ = tokio::fs::remove_file(&probe).await;
+        if !self.any_source_reachable().await {
+            return Err(
+                "no source reachable: no peer of the zone, and no upstream or standby mirror answers"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// Whether some source can serve: a peer of the zone is connected, or a configured

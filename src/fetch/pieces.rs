@@ -184,6 +184,7 @@ impl PieceService for StorePieces {
                         digest: digest.clone(),
                         credentials: None,
                         file,
+                        meter: None,
                     };
                     fetcher.blob(&req).ok()?
                 }

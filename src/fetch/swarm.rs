@@ -422,14 +422,7 @@ impl Fetcher {
         let mut haves = p2p.subscribe_haves();
         let wire_digest = digest.to_string();
         while !missing.is_empty() {
-            self.schedule(
-                p2p,
-                &digest,
-                &missing,
-                &mut in_flight,
-                &mut survey,
-                &mut tasks,
-            );
+            self.schedule(p2p, dl, &missing, &mut in_flight, &mut survey, &mut tasks);
             let done = tokio::select! {
                 // Pieces that arrived are taken first, before the stall deadline is looked at.
                 biased;
@@ -580,6 +573,7 @@ impl Fetcher {
                 }
             };
             self.metrics.p2p_received_bytes.inc_by(data.len() as u64);
+            dl.count(Source::Peer, data.len() as u64);
             let writing = partial.clone();
             let written = blocking(move || {
                 let mut p = writing.lock().unwrap();
@@ -622,12 +616,13 @@ impl Fetcher {
     fn schedule(
         &self,
         p2p: &P2p,
-        digest: &Digest,
+        dl: &Download,
         missing: &[u32],
         in_flight: &mut HashSet<u32>,
         survey: &mut Survey,
         tasks: &mut JoinSet<(PeerId, u32, Result<bytes::Bytes, P2pError>)>,
     ) {
+        let digest = &dl.digest;
         let layout = survey.layout.as_ref();
         let now = tokio::time::Instant::now();
         let holders = &mut survey.holders;
@@ -674,10 +669,14 @@ impl Fetcher {
             in_flight.insert(index);
             let (p2p, peer, digest) = (p2p.clone(), *peer, digest.clone());
             let bucket = self.download_limit.clone();
+            let meter = dl.meter_handle();
             let len = survey_len(layout, index);
             tasks.spawn(async move {
                 if let Some(b) = bucket {
                     b.take(len).await;
+                }
+                if let Some(m) = meter {
+                    m.take(len).await;
                 }
                 (peer, index, p2p.piece(peer, &digest, index).await)
             });
@@ -701,7 +700,7 @@ impl Fetcher {
         dl.update(|p| p.source = Source::Upstream);
         for (first, last) in runs(&missing) {
             let mut next = first;
-            for (_, hop) in self.hops(req) {
+            for (source, hop) in self.hops(req) {
                 if next > last {
                     break;
                 }
@@ -726,7 +725,8 @@ impl Fetcher {
                         Ok(Some(c)) => c,
                         _ => break,
                     };
-                    self.download_budget(chunk.len() as u64).await;
+                    self.download_budget(dl.meter(), chunk.len() as u64).await;
+                    dl.count(source, chunk.len() as u64);
                     let chunk = if skip > 0 {
                         let n = skip.min(chunk.len() as u64) as usize;
                         skip -= n as u64;

@@ -69,23 +69,10 @@ pub async fn serve(
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    // Ready when the store's temporary directory accepts a file and some source can serve.
-    let probe = state.fetcher.store().root().join("tmp").join(".ready");
-    if let Err(e) = tokio::fs::write(&probe, b"").await {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("store not writable: {e}\n"),
-        );
+    match state.fetcher.readiness().await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
-    let _ = tokio::fs::remove_file(&probe).await;
-    if !state.fetcher.any_source_reachable().await {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no source reachable: no peer of the zone, and no upstream or standby mirror answers\n"
-                .to_owned(),
-        );
-    }
-    (StatusCode::OK, "ready\n".to_owned())
 }
 
 #[derive(Serialize)]

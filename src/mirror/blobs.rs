@@ -24,6 +24,7 @@ pub(super) async fn get(
         digest,
         credentials: ctx.credentials.clone(),
         file: None,
+        meter: None,
     };
     let held = if ctx.head {
         fetcher.held_blob(&req.digest)
