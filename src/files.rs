@@ -571,6 +571,34 @@ impl Files {
         Ok(size)
     }
 
+    /// Fetches a file by its URL alone (a manager's task without a digest): found by the URL's
+    /// identity like a request without a digest, then held in the store. The download it starts
+    /// once the digest is known goes on `meter`; a first fetch of unknown content does not.
+    /// Returns its digest and size.
+    ///
+    /// # Errors
+    /// As [`Files::resolve`], or the download's failure.
+    pub async fn fetch_by_url(
+        &self,
+        url: &Url,
+        meter: Option<Arc<crate::fetch::Meter>>,
+    ) -> Result<(Digest, u64), RegistryError> {
+        let mut resolved = self.resolve(url, None, HeaderMap::new()).await?;
+        resolved.blob.meter = meter;
+        match self.fetcher.blob(&resolved.blob)? {
+            crate::fetch::Blob::Stored { .. } => {}
+            crate::fetch::Blob::Downloading { download, .. } => download.finished().await?,
+        }
+        let digest = resolved.blob.digest;
+        let size = self.fetcher.store().blob_size(&digest).ok_or_else(|| {
+            RegistryError::new(
+                ErrorCode::BlobUnknown,
+                format!("{digest} is not in the store"),
+            )
+        })?;
+        Ok((digest, size))
+    }
+
     /// Fetches a file whose digest is not known into the store, under the digest of what
     /// arrived; a body shorter (or longer) than announced is an error and leaves nothing.
     async fn fetch_unnamed(

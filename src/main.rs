@@ -6,7 +6,15 @@ use shoal::cli::{Cli, Command, LogFormat, NodeArgs};
 use shoal::node::Node;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        // The manager's client keeps exit status 2 for "the manager is unreachable or failed":
+        // its argument errors exit 1 like its other usage errors.
+        if e.use_stderr() && shoal::cli::client::is_client_invocation(std::env::args_os()) {
+            let _ = e.print();
+            std::process::exit(1);
+        }
+        e.exit()
+    });
     init_logging(cli.log_format, &cli.log)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(run(cli.command))
@@ -14,8 +22,19 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Node(args) => run_node(&args, false).await,
+        Command::Node(mut args) => match args.manage.take() {
+            Some(cmd) => {
+                let code = shoal::cli::client::run_node(cmd, args.manager.clone()).await;
+                std::process::exit(code);
+            }
+            None => run_node(&args, false).await,
+        },
+        Command::Client(cmd) => std::process::exit(shoal::cli::client::run(cmd).await),
         Command::Seed(mut args) => {
+            if args.manage.is_some() {
+                eprintln!("error: node list|show|remove are subcommands of `shoal node`");
+                std::process::exit(1);
+            }
             args.seed = true;
             run_node(&args, false).await
         }
@@ -57,6 +76,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let code = shoal::cli::preheat::run(&args).await?;
             std::process::exit(code);
         }
+        Command::Manager(args) => run_manager(&args).await,
         Command::SwarmKey => {
             print!("{}", shoal::p2p::keys::generate_swarm_key());
             Ok(())
@@ -87,6 +107,29 @@ async fn run_node(args: &NodeArgs, first_try: bool) -> anyhow::Result<()> {
     }
     node.run(shutdown_signal()).await?;
     tracing::info!("shoal node stopped");
+    Ok(())
+}
+
+async fn run_manager(args: &shoal::cli::manager::ManagerArgs) -> anyhow::Result<()> {
+    let settings = args.settings().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let manager =
+        shoal::manager::Manager::bind(settings, std::sync::Arc::new(shoal::manager::SystemClock))
+            .await?;
+    tracing::info!(addr = %manager.addr(), "shoal manager listening");
+    if let Some(admin) = manager.first_admin() {
+        if admin.generated {
+            println!(
+                "first start: created the super administrator {:?} with the password {:?} (shown once; change it)",
+                admin.name, admin.password
+            );
+        } else {
+            println!("first start: created the super administrator {:?}", admin.name);
+        }
+    }
+    manager.run(shutdown_signal()).await?;
+    tracing::info!("shoal manager stopped");
     Ok(())
 }
 

@@ -332,7 +332,7 @@ fn file_task(task_id: i64, url: String, data: &[u8], bandwidth: Option<u64>) -> 
         task_id,
         source: Source::File {
             url,
-            digest: sha256_hex(data),
+            digest: Some(sha256_hex(data)),
         },
         bandwidth,
     }

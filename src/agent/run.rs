@@ -245,24 +245,35 @@ async fn execute(
         }
         Source::File { url, digest } => {
             let parsed = crate::files::parse_url(url).map_err(|e| e.message)?;
-            let digest: Digest = digest
-                .parse()
-                .map_err(|e| format!("invalid digest {digest:?}: {e}"))?;
+            let digest: Option<Digest> = digest
+                .as_deref()
+                .map(|d| d.parse().map_err(|e| format!("invalid digest {d:?}: {e}")))
+                .transpose()?;
             // The URL may carry a signature: logs name the host only.
             let host = parsed.host_str().unwrap_or("?").to_owned();
+            let what = digest
+                .as_ref()
+                .map_or_else(|| "by its URL".to_string(), ToString::to_string);
             log(
                 "info",
-                format!(
-                    "task {}: file on {host} ({digest}){limit}",
-                    assignment.task_id
-                ),
+                format!("task {}: file on {host} ({what}){limit}", assignment.task_id),
             );
-            tally.lock().unwrap().blobs = vec![(digest.clone(), 0)];
-            let size = inner
-                .files
-                .fetch_known(&parsed, digest.clone(), Some(meter))
-                .await
-                .map_err(|e| format!("file on {host}: {}", e.message))?;
+            let (digest, size) = match digest {
+                Some(digest) => {
+                    tally.lock().unwrap().blobs = vec![(digest.clone(), 0)];
+                    let size = inner
+                        .files
+                        .fetch_known(&parsed, digest.clone(), Some(meter))
+                        .await
+                        .map_err(|e| format!("file on {host}: {}", e.message))?;
+                    (digest, size)
+                }
+                None => inner
+                    .files
+                    .fetch_by_url(&parsed, Some(meter))
+                    .await
+                    .map_err(|e| format!("file on {host}: {}", e.message))?,
+            };
             let mut t = tally.lock().unwrap();
             t.blobs = vec![(digest.clone(), size)];
             t.done.insert(digest);

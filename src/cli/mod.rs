@@ -5,7 +5,9 @@ mod runtime_config;
 
 use std::path::PathBuf;
 
+pub mod client;
 pub mod get;
+pub mod manager;
 pub mod preheat;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -61,6 +63,12 @@ pub enum Command {
     Get(GetArgs),
     /// Print a new swarm key (give the same file to every node with --swarm-key).
     SwarmKey,
+    /// Run the manager: REST API, scheduler and console.
+    Manager(manager::ManagerArgs),
+    /// The manager's client: login, logout, user, role, cluster, task, file, tenant, token,
+    /// audit, stats (and `node list|show|remove`).
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 /// Flags of `shoal node`. Each overrides the same key of the config file; each also reads a
@@ -172,6 +180,10 @@ pub struct NodeArgs {
     /// The node's name at the manager [default: the host name].
     #[arg(long, value_name = "NAME", env = "SHOAL_NODE_NAME")]
     pub node_name: Option<String>,
+    /// `shoal node list|show|remove`: the manager's client for its nodes (without a
+    /// subcommand, `shoal node` runs a node).
+    #[command(subcommand)]
+    pub manage: Option<client::NodeCommand>,
 }
 
 impl NodeArgs {

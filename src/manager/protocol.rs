@@ -104,8 +104,10 @@ pub enum Source {
     File {
         /// The file's http(s) URL.
         url: String,
-        /// Its digest (`sha256:…`), which the node verifies; tasks for files always carry one.
-        digest: String,
+        /// Its digest (`sha256:…`), which the node verifies. Without one the node takes the
+        /// file by its URL's identity (ETag, Last-Modified, length), as `shoal get` does.
+        #[serde(default)]
+        digest: Option<String>,
     },
 }
 

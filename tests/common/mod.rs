@@ -32,6 +32,8 @@ pub mod fake;
 pub mod http;
 /// Generated OCI test images and pushing them.
 pub mod image;
+/// A manager in process and a client of its API.
+pub mod manager;
 /// Debian's nginx as a file origin.
 pub mod nginx;
 /// A `shoal node` process.
