@@ -349,7 +349,7 @@ impl Files {
     fn claim(&self, digest: &Digest) -> Result<(), RegistryError> {
         let store = self.fetcher.store();
         let registry_only = !store.is_file(digest)
-            && (store.blob_size(digest).is_some() || self.fetcher.held_blob(digest).is_some());
+            && (store.blob_size(digest).is_some() || self.fetcher.peek_blob(digest).is_some());
         if registry_only {
             return Err(RegistryError::new(
                 ErrorCode::Denied,

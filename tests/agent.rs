@@ -306,15 +306,6 @@ fn node(manager: &FakeManager, token_file: &str, registry: Option<&Registry>) ->
 }
 
 /// The blobs of a single-platform test image: config and layers, with sizes.
-fn image_blobs(image: &TestImage) -> Vec<(String, u64)> {
-    let m = &image.manifests[0];
-    let config = std::fs::metadata(image.blob_path(&m.config_digest))
-        .unwrap()
-        .len();
-    std::iter::once((m.config_digest.clone(), config))
-        .chain(m.layers.iter().map(|l| (l.digest.clone(), l.size)))
-        .collect()
-}
 
 fn image_task(task_id: i64, image: &str, bandwidth: Option<u64>) -> Assignment {
     Assignment {
@@ -481,7 +472,7 @@ fn image_and_file_assignments_end_in_the_store_and_report_their_bytes() {
     let (_, image_report) = manager
         .final_report(1, Duration::from_secs(30))
         .unwrap_or_else(|| panic!("no final report\n{}", node.log_tail(40)));
-    let blobs = image_blobs(&image);
+    let blobs = image.blobs();
     let total: u64 = blobs.iter().map(|(_, s)| s).sum();
     assert_eq!(
         image_report.state,

@@ -28,15 +28,6 @@ fn get_blob(node: &ShoalNode, repo: &str, digest: &str) -> Vec<u8> {
 }
 
 /// The blobs of a single-platform test image: config and layers.
-fn image_blobs(image: &TestImage) -> Vec<(String, u64)> {
-    let m = &image.manifests[0];
-    let config = std::fs::metadata(image.blob_path(&m.config_digest))
-        .unwrap()
-        .len();
-    std::iter::once((m.config_digest.clone(), config))
-        .chain(m.layers.iter().map(|l| (l.digest.clone(), l.size)))
-        .collect()
-}
 
 /// Every node pulls the image (manifest by tag, then every blob) at once.
 fn pull_everywhere(nodes: &[ShoalNode], image: &TestImage, repo: &str, tag: &str) {
@@ -48,7 +39,7 @@ fn pull_everywhere(nodes: &[ShoalNode], image: &TestImage, repo: &str, tag: &str
                 let m = http_request("GET", &url, &[("Accept", accept)], &[]).unwrap();
                 assert_eq!(m.status, 200, "{}", String::from_utf8_lossy(&m.body));
                 assert_eq!(sha256_hex(&m.body), image.manifests[0].digest);
-                for (digest, _) in image_blobs(image) {
+                for (digest, _) in image.blobs() {
                     assert_eq!(sha256_hex(&get_blob(node, repo, &digest)), digest);
                 }
             });
@@ -76,7 +67,7 @@ fn two_zones_pull_at_once_and_the_upstream_sends_one_copy_per_zone() {
     pull_everywhere(&cluster.nodes, &image, "library/app", "v1");
 
     std::thread::sleep(Duration::from_millis(500));
-    let blobs = image_blobs(&image);
+    let blobs = image.blobs();
     let size: u64 = blobs.iter().map(|(_, s)| s).sum();
     let egress: u64 = blobs.iter().map(|(d, _)| registry.blob_bytes_sent(d)).sum();
     assert!(
@@ -397,7 +388,7 @@ fn bad_preheat_input_is_refused_and_leaves_nothing() {
     // And a good order on the same node works.
     let out = preheat("app:v1", &[]);
     common::check_output("shoal preheat app:v1", &out);
-    for (digest, _) in image_blobs(&image) {
+    for (digest, _) in image.blobs() {
         assert!(node.blob_file(&digest).exists(), "{digest}");
     }
 
@@ -419,7 +410,7 @@ fn bad_preheat_input_is_refused_and_leaves_nothing() {
         .output()
         .unwrap();
     common::check_output("shoal preheat of a private image", &out);
-    for (digest, _) in image_blobs(&image) {
+    for (digest, _) in image.blobs() {
         assert!(trusted.blob_file(&digest).exists(), "{digest}");
     }
 }

@@ -23,13 +23,23 @@ fn store_error(e: StoreError) -> RegistryError {
 }
 
 impl Fetcher {
-    /// The blob if the node holds it or is downloading it; never starts a download.
+    /// The blob if the node holds it or is downloading it, for a client that will wait for it
+    /// (a stopped task's download goes on for that client); never starts a download.
     pub fn held_blob(&self, digest: &crate::oci::Digest) -> Option<Blob> {
+        let blob = self.peek_blob(digest)?;
+        if let Blob::Downloading { download, .. } = &blob {
+            download.share();
+        }
+        Some(blob)
+    }
+
+    /// The blob if the node holds it or is downloading it, for a look that does not keep the
+    /// download alive (peers taking pieces, lookups); never starts a download.
+    pub fn peek_blob(&self, digest: &crate::oci::Digest) -> Option<Blob> {
         if let Some(size) = self.store.blob_size(digest) {
             return Some(Blob::Stored { size });
         }
         let download = self.inflight.lock().unwrap().get(digest).cloned()?;
-        download.share();
         Some(Blob::Downloading {
             download,
             leader: false,

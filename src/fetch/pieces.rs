@@ -159,7 +159,7 @@ impl PieceService for StorePieces {
         async move {
             let fetcher = fetcher.upgrade()?;
             let waits = hint.is_some();
-            let held = match fetcher.held_blob(&digest) {
+            let held = match fetcher.peek_blob(&digest) {
                 Some(b) => b,
                 // Named the zone's fetcher for this blob: fetch it as if a client had asked.
                 None => {
@@ -255,7 +255,7 @@ impl PieceService for StorePieces {
             }
             // Held until the piece is on the wire.
             let permit = fetcher.upload_slot().await.ok_or(ErrorCode::Busy)?;
-            let data = match fetcher.held_blob(&digest).ok_or(ErrorCode::NotFound)? {
+            let data = match fetcher.peek_blob(&digest).ok_or(ErrorCode::NotFound)? {
                 Blob::Stored { .. } => {
                     let map = {
                         let (f, d) = (fetcher.clone(), digest.clone());

@@ -56,23 +56,7 @@ impl Cluster {
 
     /// Waits until every node sees every other one, with its zone and role.
     pub fn wait_connected(&self) {
-        let n = self.nodes.len() as u64;
-        let formed = super::wait_until(Duration::from_secs(30), || {
-            self.nodes.iter().all(|node| {
-                let s = node.status();
-                let known: u64 = s["peers_by_zone"]
-                    .as_object()
-                    .map(|z| {
-                        z.iter()
-                            .filter(|(k, _)| *k != "?")
-                            .map(|(_, v)| v.as_u64().unwrap_or(0))
-                            .sum()
-                    })
-                    .unwrap_or(0);
-                known + 1 >= n
-            })
-        });
-        assert!(formed, "the swarm did not form");
+        wait_swarm(&self.nodes);
     }
 
     /// Sum of a metric over the nodes of `zone`.
@@ -84,4 +68,25 @@ impl Cluster {
             .map(|(n, _)| n.metric(metric, &[]))
             .sum()
     }
+}
+
+/// Waits until each of `nodes` sees every other one, with its zone and role.
+pub fn wait_swarm(nodes: &[ShoalNode]) {
+    let n = nodes.len() as u64;
+    let formed = super::wait_until(Duration::from_secs(30), || {
+        nodes.iter().all(|node| {
+            let s = node.status();
+            let known: u64 = s["peers_by_zone"]
+                .as_object()
+                .map(|z| {
+                    z.iter()
+                        .filter(|(k, _)| *k != "?")
+                        .map(|(_, v)| v.as_u64().unwrap_or(0))
+                        .sum()
+                })
+                .unwrap_or(0);
+            known + 1 >= n
+        })
+    });
+    assert!(formed, "the swarm did not form");
 }

@@ -91,6 +91,18 @@ impl TestImage {
         std::fs::read(self.blob_path(digest)).unwrap()
     }
 
+    /// The first manifest's config and layers, as `(digest, size)`: what a node holds after
+    /// pulling or preheating the image for that platform.
+    pub fn blobs(&self) -> Vec<(String, u64)> {
+        let m = &self.manifests[0];
+        let config = std::fs::metadata(self.blob_path(&m.config_digest))
+            .unwrap()
+            .len();
+        std::iter::once((m.config_digest.clone(), config))
+            .chain(m.layers.iter().map(|l| (l.digest.clone(), l.size)))
+            .collect()
+    }
+
     /// Every layer digest of every manifest.
     pub fn layer_digests(&self) -> Vec<String> {
         self.manifests
