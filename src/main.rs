@@ -38,18 +38,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             args.seed = true;
             run_node(&args, false).await
         }
-        Command::Up(up) => {
-            let args = NodeArgs {
-                data_dir: Some(up.data_dir),
-                upstream: up.upstream,
-                // The same path as a cluster: the local node fetches as its own seed.
-                seed: true,
-                // One machine: the swarm listens on loopback only.
-                p2p_listen: vec!["/ip4/127.0.0.1/tcp/65002".into()],
-                ..NodeArgs::default()
-            };
-            run_node(&args, true).await
-        }
+        Command::Up(up) => run_up(up).await,
         Command::ContainerdConfig(args) => {
             let files = shoal::cli::runtime_config_files(&args).map_err(anyhow::Error::msg)?;
             match &args.write {
@@ -108,6 +97,68 @@ async fn run_node(args: &NodeArgs, first_try: bool) -> anyhow::Result<()> {
     node.run(shutdown_signal()).await?;
     tracing::info!("shoal node stopped");
     Ok(())
+}
+
+/// `shoal up`: a manager (SQLite in the data dir) and a node that is its own seed, registered
+/// in the manager's cluster `local`.
+async fn run_up(up: shoal::cli::UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&up.data_dir)
+        .with_context(|| format!("cannot create {}", up.data_dir.display()))?;
+    let mut settings = shoal::manager::ManagerSettings::new(&up.data_dir);
+    settings.listen = up.manager_listen;
+    settings.admin_password = std::env::var("SHOAL_ADMIN_PASSWORD").ok();
+    let manager =
+        shoal::manager::Manager::bind(settings, std::sync::Arc::new(shoal::manager::SystemClock))
+            .await?;
+    let api = format!("http://{}", manager.addr());
+    let host = shoal::agent::hostname().unwrap_or_else(|| "localhost".into());
+    let token = shoal::manager::local_cluster(manager.state(), &host).await?;
+    let token_file = up.data_dir.join("join.token");
+    write_private(&token_file, &token)?;
+    match manager.first_admin() {
+        Some(admin) if admin.generated => println!(
+            "shoal manager: {api} (API: {api}/api/v1, OpenAPI: {api}/api/v1/openapi.json)\n\
+             first start: the super administrator is {:?} with the password {:?} (shown once: \
+             change it, or set SHOAL_ADMIN_PASSWORD before the first start)\n\
+             sign in:     shoal login --manager {api} --user admin\n",
+            admin.name, admin.password
+        ),
+        _ => println!(
+            "shoal manager: {api} (API: {api}/api/v1, OpenAPI: {api}/api/v1/openapi.json)\n\
+             sign in:     shoal login --manager {api} --user admin\n"
+        ),
+    }
+    let manager = tokio::spawn(manager.run(shutdown_signal()));
+    let args = NodeArgs {
+        data_dir: Some(up.data_dir),
+        upstream: up.upstream,
+        // The same path as a cluster: the local node fetches as its own seed.
+        seed: true,
+        // One machine: the swarm listens on loopback only.
+        p2p_listen: vec!["/ip4/127.0.0.1/tcp/65002".into()],
+        manager: Some(api),
+        token_file: Some(token_file),
+        node_name: Some(host),
+        ..NodeArgs::default()
+    };
+    let node = run_node(&args, true).await;
+    manager.abort();
+    node
+}
+
+/// Writes a secret file readable by its owner only.
+fn write_private(path: &std::path::Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(content.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 async fn run_manager(args: &shoal::cli::manager::ManagerArgs) -> anyhow::Result<()> {

@@ -12,6 +12,8 @@
 
 mod client;
 pub(crate) mod host;
+
+pub use host::hostname;
 mod run;
 
 use std::collections::{HashMap, HashSet};

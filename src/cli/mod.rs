@@ -349,6 +349,9 @@ pub struct UpArgs {
         value_delimiter = ','
     )]
     pub upstream: Vec<String>,
+    /// The manager's API and console address.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "SHOAL_MANAGER_LISTEN")]
+    pub manager_listen: std::net::SocketAddr,
 }
 
 #[cfg(test)]

@@ -477,6 +477,46 @@ pub fn address_host(address: &str) -> &str {
     }
 }
 
+/// The cluster `local` of the default tenant for `shoal up`: a static cluster of this one host,
+/// created on the first start. Returns a fresh join token (the stored one cannot be read back).
+///
+/// # Errors
+/// Database failures.
+pub async fn local_cluster(state: &ManagerState, host: &str) -> Result<String, sqlx::Error> {
+    let token = new_token("shj_");
+    let now = state.now_ms();
+    let tenant: i64 = sqlx::query("SELECT id FROM tenants WHERE name = 'default'")
+        .fetch_one(&state.db.pool)
+        .await?
+        .try_get("id")?;
+    let updated = sqlx::query(
+        "UPDATE clusters SET token_hash = $1, updated_at = $2 WHERE tenant_id = $3 AND name = 'local'",
+    )
+    .bind(token_hash(&token))
+    .bind(now)
+    .bind(tenant)
+    .execute(&state.db.pool)
+    .await?;
+    if updated.rows_affected() == 0 {
+        let spec = ClusterSpec::Static {
+            hosts: vec![host.to_string()],
+        };
+        sqlx::query(
+            "INSERT INTO clusters (tenant_id, name, description, kind, zone, spec, token_hash, members, \
+             discovered_at, created_at, updated_at) VALUES ($1, 'local', 'this machine (shoal up)', 'static', \
+             'default', $2, $3, $4, $5, $5, $5)",
+        )
+        .bind(tenant)
+        .bind(to_json(&spec))
+        .bind(token_hash(&token))
+        .bind(to_json(&super::discovery::discover(&spec).await.unwrap_or_default()))
+        .bind(now)
+        .execute(&state.db.pool)
+        .await?;
+    }
+    Ok(token)
+}
+
 /// Rediscovers every Kubernetes and Mesos cluster, every `discovery_every`.
 pub async fn discovery_loop(state: ManagerState) {
     let mut tick = tokio::time::interval(state.settings.discovery_every);

@@ -41,6 +41,7 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use clusters::local_cluster;
 pub use db::{Backend, Db, DbError};
 pub use error::{ApiError, ErrorBody};
 
