@@ -8,7 +8,6 @@
 //! `cargo bench --bench manager -- [--nodes 2000] [--tasks 50] [--seconds 60]
 //! [--backend sqlite|postgres|both]`
 
-#[allow(dead_code, unused_imports)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -86,12 +85,17 @@ fn start_manager(database: Option<&str>) -> ManagerProcess {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    cmd.args(["manager", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir.path())
-        .env("SHOAL_ADMIN_PASSWORD", "bench-password")
-        .env("SHOAL_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "manager",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(dir.path())
+    .env("SHOAL_ADMIN_PASSWORD", "bench-password")
+    .env("SHOAL_LOG", "warn")
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
     if let Some(db) = database {
         cmd.args(["--database", db]);
     }
@@ -108,6 +112,26 @@ fn start_manager(database: Option<&str>) -> ManagerProcess {
     }
 }
 
+/// CPU seconds of a process and its children (PostgreSQL's backends), by /proc.
+fn tree_cpu(root: u32) -> f64 {
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ppid: u32 = fields.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        if pid == root || ppid == root {
+            total += cpu_and_rss(pid).0;
+        }
+    }
+    total
+}
+
 /// utime + stime of a process, in seconds, and its resident memory in MiB.
 fn cpu_and_rss(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -115,7 +139,12 @@ fn cpu_and_rss(pid: u32) -> (f64, f64) {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // Fields after the command: state is 0, utime 11, stime 12, rss 21 (pages).
     let cpu = (ticks(11) + ticks(12)) / 100.0;
     let rss = ticks(21) * 4096.0 / (1 << 20) as f64;
@@ -131,19 +160,26 @@ async fn call(
 ) -> (u16, Value) {
     let mut req = client.request(method, url).bearer_auth(token);
     if let Some(b) = body {
-        req = req.json(&b);
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
     }
     match req.send().await {
         Ok(resp) => {
             let status = resp.status().as_u16();
-            let v = resp.json::<Value>().await.unwrap_or(Value::Null);
+            let v = resp
+                .text()
+                .await
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null);
             (status, v)
         }
         Err(_) => (0, Value::Null),
     }
 }
 
-async fn run(backend: &'static str, args: &Args, database: Option<String>) {
+async fn run(backend: &'static str, args: &Args, database: Option<String>, db_pid: Option<u32>) {
     let manager = start_manager(database.as_deref());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(4096)
@@ -207,8 +243,10 @@ async fn run(backend: &'static str, args: &Args, database: Option<String>) {
             reqwest::Method::POST,
             format!("{base}/api/v1/tasks"),
             &admin,
-            Some(json!({"source": {"kind": "image", "image": format!("bench/app:{c}")},
-                        "clusters": [cluster["id"]], "bandwidth": 10_485_760})),
+            Some(
+                json!({"source": {"kind": "image", "image": format!("bench/app:{c}")},
+                        "clusters": [cluster["id"]], "bandwidth": 10_485_760}),
+            ),
         )
         .await;
         assert_eq!(s, 201, "{t}");
@@ -224,8 +262,6 @@ async fn run(backend: &'static str, args: &Args, database: Option<String>) {
     let lat = Arc::new(Latencies::default());
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (cpu0, _) = cpu_and_rss(manager.child.id());
-    let start = Instant::now();
     let mut handles = Vec::new();
     for (i, (_, token, _)) in nodes.iter().enumerate() {
         let phase = Duration::from_millis((i as u64 * 10_000) / nodes.len() as u64);
@@ -245,7 +281,7 @@ async fn run(backend: &'static str, args: &Args, database: Option<String>) {
             let mut assigned: Option<i64> = None;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 tick.tick().await;
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     let t0 = Instant::now();
                     let (s, _) = call(
                         &client,
@@ -296,7 +332,8 @@ async fn run(backend: &'static str, args: &Args, database: Option<String>) {
     }
     // Long polls held open, as agents do.
     for (_, token, _) in &nodes {
-        let (client, base, token, stop) = (client.clone(), base.clone(), token.clone(), stop.clone());
+        let (client, base, token, stop) =
+            (client.clone(), base.clone(), token.clone(), stop.clone());
         handles.push(tokio::spawn(async move {
             let mut have = String::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -337,12 +374,25 @@ async fn run(backend: &'static str, args: &Args, database: Option<String>) {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 for (kind, path) in [
                     ("GET /tasks", "/api/v1/tasks?limit=50".to_string()),
-                    ("GET /tasks/{id}", format!("/api/v1/tasks/{}", i % tasks + 1)),
-                    ("GET /nodes", format!("/api/v1/nodes?cluster_id={}", i % tasks + 1)),
+                    (
+                        "GET /tasks/{id}",
+                        format!("/api/v1/tasks/{}", i % tasks + 1),
+                    ),
+                    (
+                        "GET /nodes",
+                        format!("/api/v1/nodes?cluster_id={}", i % tasks + 1),
+                    ),
                     ("GET /stats", "/api/v1/stats".to_string()),
                 ] {
                     let t0 = Instant::now();
-                    let (s, _) = call(&client, reqwest::Method::GET, format!("{base}{path}"), &admin, None).await;
+                    let (s, _) = call(
+                        &client,
+                        reqwest::Method::GET,
+                        format!("{base}{path}"),
+                        &admin,
+                        None,
+                    )
+                    .await;
                     lat.add(kind, t0.elapsed());
                     if s != 200 {
                         errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -357,13 +407,16 @@ async fn run(backend: &'static str, args: &Args, database: Option<String>) {
     tokio::time::sleep(Duration::from_secs(10)).await;
     lat.0.lock().unwrap().clear();
     let (cpu1, _) = cpu_and_rss(manager.child.id());
+    let db1 = db_pid.map(tree_cpu);
     let measured = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let wall = measured.elapsed().as_secs_f64();
     let (cpu2, rss) = cpu_and_rss(manager.child.id());
+    let db_cpu = db_pid
+        .map(tree_cpu)
+        .zip(db1)
+        .map(|(b, a)| 100.0 * (b - a) / wall);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = cpu0;
-    let _ = start;
     println!(
         "[{backend}] {} nodes, {} running tasks, {:.0}s measured: manager CPU {:.1}% of one core, RSS {:.0} MiB, errors {}",
         nodes.len(),
@@ -373,10 +426,18 @@ async fn run(backend: &'static str, args: &Args, database: Option<String>) {
         rss,
         errors.load(std::sync::atomic::Ordering::Relaxed)
     );
-    println!("[{backend}] {:<18} {:>8} {:>9} {:>9} {:>9}", "call", "count", "p50 ms", "p99 ms", "max ms");
+    if let Some(cpu) = db_cpu {
+        println!("[{backend}] PostgreSQL server CPU {cpu:.1}% of one core");
+    }
+    println!(
+        "[{backend}] {:<18} {:>8} {:>9} {:>9} {:>9}",
+        "call", "count", "p50 ms", "p99 ms", "max ms"
+    );
     for (kind, mut v) in std::mem::take(&mut *lat.0.lock().unwrap()) {
         v.sort_unstable();
-        let q = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1000.0;
+        let q = |p: f64| {
+            v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1000.0
+        };
         println!(
             "[{backend}] {:<18} {:>8} {:>9.2} {:>9.2} {:>9.2}",
             kind,
@@ -397,7 +458,7 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     for backend in args.backends.clone() {
         match backend {
-            "sqlite" => rt.block_on(run("sqlite", &args, None)),
+            "sqlite" => rt.block_on(run("sqlite", &args, None, None)),
             _ => {
                 if common::postgres::postgres_bin_dir().is_none() {
                     println!("[postgres] skipped: PostgreSQL is not installed");
@@ -405,7 +466,7 @@ fn main() {
                 }
                 let pg = common::postgres::Postgres::start();
                 let url = pg.create_database("bench");
-                rt.block_on(run("postgres", &args, Some(url)));
+                rt.block_on(run("postgres", &args, Some(url), pg.pid()));
             }
         }
     }

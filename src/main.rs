@@ -176,7 +176,10 @@ async fn run_manager(args: &shoal::cli::manager::ManagerArgs) -> anyhow::Result<
                 admin.name, admin.password
             );
         } else {
-            println!("first start: created the super administrator {:?}", admin.name);
+            println!(
+                "first start: created the super administrator {:?}",
+                admin.name
+            );
         }
     }
     manager.run(shutdown_signal()).await?;

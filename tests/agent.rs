@@ -17,8 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use common::nginx::Nginx;
 use common::{
-    Registry, RegistryOpts, ShoalNode, TestImage, http_request, make_image, push_image, sha256_hex,
-    wait_until,
+    Registry, RegistryOpts, ShoalNode, http_request, make_image, push_image, sha256_hex, wait_until,
 };
 use shoal::manager::protocol::{
     Assignment, Heartbeat, NodeTaskState, Progress, ProgressAck, Registered, Registration, Source,
@@ -304,8 +303,6 @@ fn node(manager: &FakeManager, token_file: &str, registry: Option<&Registry>) ->
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ShoalNode::start(&args)
 }
-
-/// The blobs of a single-platform test image: config and layers, with sizes.
 
 fn image_task(task_id: i64, image: &str, bandwidth: Option<u64>) -> Assignment {
     Assignment {

@@ -22,7 +22,10 @@ async fn wait_state(api: &Api, id: i64, state: &str) -> Value {
         if t["state"] == state {
             return t;
         }
-        assert!(Instant::now() < deadline, "task {id} never became {state}: {t}");
+        assert!(
+            Instant::now() < deadline,
+            "task {id} never became {state}: {t}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -33,7 +36,10 @@ async fn suite(m: &TestManager) {
     assert_eq!(s, 401);
     assert_eq!(v["code"], "UNAUTHORIZED");
     let (s, v) = anon
-        .post("/api/v1/auth/login", json!({"name": "admin", "password": "wrong-password"}))
+        .post(
+            "/api/v1/auth/login",
+            json!({"name": "admin", "password": "wrong-password"}),
+        )
         .await;
     assert_eq!((s, v["code"].as_str()), (401, Some("UNAUTHORIZED")));
     let admin = m.admin().await;
@@ -42,7 +48,13 @@ async fn suite(m: &TestManager) {
 
     // The OpenAPI document describes the routes the server has.
     let doc = anon.get_ok("/api/v1/openapi.json").await;
-    for path in ["/api/v1/tasks", "/api/v1/tasks/{id}/stop", "/api/v1/clusters", "/api/v1/agent/work", "/api/v1/stats"] {
+    for path in [
+        "/api/v1/tasks",
+        "/api/v1/tasks/{id}/stop",
+        "/api/v1/clusters",
+        "/api/v1/agent/work",
+        "/api/v1/stats",
+    ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
 
@@ -77,9 +89,18 @@ async fn suite(m: &TestManager) {
     for n in [&a, &b, &c] {
         n.heartbeat().await;
     }
-    let nodes = admin.get_ok(&format!("/api/v1/nodes?cluster_id={cid}")).await;
+    let nodes = admin
+        .get_ok(&format!("/api/v1/nodes?cluster_id={cid}"))
+        .await;
     assert_eq!(nodes.as_array().unwrap().len(), 3);
-    assert!(nodes.as_array().unwrap().iter().all(|n| n["health"] == "healthy"), "{nodes}");
+    assert!(
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["health"] == "healthy"),
+        "{nodes}"
+    );
 
     // An image task: two nodes succeed, one fails.
     let t1 = admin
@@ -106,7 +127,12 @@ async fn suite(m: &TestManager) {
     assert_eq!(t["progress"]["bytes_upstream"], 410);
     assert!(t["error"].as_str().unwrap().contains("2 of 3"), "{t}");
     let logs = admin.get_ok(&format!("/api/v1/tasks/{t1}/logs")).await;
-    let messages: Vec<&str> = logs.as_array().unwrap().iter().map(|l| l["message"].as_str().unwrap()).collect();
+    let messages: Vec<&str> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
     assert!(messages.contains(&"started on 3 nodes"), "{messages:?}");
     assert!(messages.contains(&"failed on node"), "{messages:?}");
     let per_node = admin.get_ok(&format!("/api/v1/tasks/{t1}/nodes")).await;
@@ -129,7 +155,11 @@ async fn suite(m: &TestManager) {
 
     // Stop: a node's long poll wakes at once and the assignment is gone.
     let t3 = admin
-        .post_ok("/api/v1/tasks", json!({"source": {"kind": "image", "image": "app:3"}, "clusters": [cid]}), 201)
+        .post_ok(
+            "/api/v1/tasks",
+            json!({"source": {"kind": "image", "image": "app:3"}, "clusters": [cid]}),
+            201,
+        )
         .await["id"]
         .as_i64()
         .unwrap();
@@ -142,17 +172,26 @@ async fn suite(m: &TestManager) {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let stopped = admin.post_ok(&format!("/api/v1/tasks/{t3}/stop"), json!({}), 200).await;
+    let stopped = admin
+        .post_ok(&format!("/api/v1/tasks/{t3}/stop"), json!({}), 200)
+        .await;
     assert_eq!(stopped["state"], "stopped");
     let (left, took) = poll.await.unwrap();
     assert!(left.is_empty(), "{left:?}");
     assert!(took < Duration::from_secs(5), "the long poll took {took:?}");
-    assert!(!a.report(t3, "running", 2, 0, 2).await, "a stopped task must not proceed");
-    let (s, v) = admin.post(&format!("/api/v1/tasks/{t3}/stop"), json!({})).await;
+    assert!(
+        !a.report(t3, "running", 2, 0, 2).await,
+        "a stopped task must not proceed"
+    );
+    let (s, v) = admin
+        .post(&format!("/api/v1/tasks/{t3}/stop"), json!({}))
+        .await;
     assert_eq!((s, v["code"].as_str()), (409, Some("CONFLICT")));
 
     // Copy runs the same spec again.
-    let copy = admin.post_ok(&format!("/api/v1/tasks/{t2}/copy"), json!({}), 201).await;
+    let copy = admin
+        .post_ok(&format!("/api/v1/tasks/{t2}/copy"), json!({}), 201)
+        .await;
     assert_eq!(copy["copied_from"], t2);
     assert_eq!(copy["state"], "running");
     assert_eq!(copy["nodes"], json!([a.id, b.id]));
@@ -196,12 +235,18 @@ async fn suite(m: &TestManager) {
     m.clock.set(next);
     wait_runs(&admin, cron_id, 1).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(runs(&admin, cron_id).await, 1, "fired twice for one occurrence");
+    assert_eq!(
+        runs(&admin, cron_id).await,
+        1,
+        "fired twice for one occurrence"
+    );
     let cron = task_state(&admin, cron_id).await;
     assert_eq!(cron["next_run_at"].as_i64().unwrap(), next + 5 * 60_000);
     m.clock.set(next + 5 * 60_000);
     wait_runs(&admin, cron_id, 2).await;
-    admin.post_ok(&format!("/api/v1/tasks/{cron_id}/stop"), json!({}), 200).await;
+    admin
+        .post_ok(&format!("/api/v1/tasks/{cron_id}/stop"), json!({}), 200)
+        .await;
     m.clock.set(next + 10 * 60_000);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(runs(&admin, cron_id).await, 2, "a stopped cron task fired");
@@ -225,24 +270,65 @@ async fn suite(m: &TestManager) {
     // Bad input: clear 4xx, nothing written.
     let before = count(m, "tasks").await;
     for (body, want) in [
-        (json!({"source": {"kind": "image", "image": "UPPER/Case:1"}, "clusters": [cid]}), "invalid image reference"),
-        (json!({"source": {"kind": "image", "image": "app:1", "platforms": ["linux"]}, "clusters": [cid]}), "invalid platform"),
-        (json!({"source": {"kind": "image", "image": "app:1"}, "clusters": [cid], "schedule": {"kind": "cron", "cron": "99 * * * *"}}), "cron"),
-        (json!({"source": {"kind": "image", "image": "app:1"}}), "target"),
-        (json!({"source": {"kind": "image", "image": "app:1"}, "clusters": [9999]}), "cluster 9999"),
-        (json!({"source": {"kind": "file", "url": "ftp://x/y"}, "clusters": [cid]}), "http"),
-        (json!({"source": {"kind": "file", "url": "http://x/y", "digest": "md5:1"}, "clusters": [cid]}), "digest"),
-        (json!({"source": {"kind": "image", "image": "app:1"}, "clusters": [cid], "colour": "red"}), "unknown field"),
-        (json!({"source": {"kind": "image", "image": "app:1"}, "clusters": [cid], "bandwidth": -1}), "bandwidth"),
+        (
+            json!({"source": {"kind": "image", "image": "UPPER/Case:1"}, "clusters": [cid]}),
+            "invalid image reference",
+        ),
+        (
+            json!({"source": {"kind": "image", "image": "app:1", "platforms": ["linux"]}, "clusters": [cid]}),
+            "invalid platform",
+        ),
+        (
+            json!({"source": {"kind": "image", "image": "app:1"}, "clusters": [cid], "schedule": {"kind": "cron", "cron": "99 * * * *"}}),
+            "cron",
+        ),
+        (
+            json!({"source": {"kind": "image", "image": "app:1"}}),
+            "target",
+        ),
+        (
+            json!({"source": {"kind": "image", "image": "app:1"}, "clusters": [9999]}),
+            "cluster 9999",
+        ),
+        (
+            json!({"source": {"kind": "file", "url": "ftp://x/y"}, "clusters": [cid]}),
+            "http",
+        ),
+        (
+            json!({"source": {"kind": "file", "url": "http://x/y", "digest": "md5:1"}, "clusters": [cid]}),
+            "digest",
+        ),
+        (
+            json!({"source": {"kind": "image", "image": "app:1"}, "clusters": [cid], "colour": "red"}),
+            "unknown field",
+        ),
+        (
+            json!({"source": {"kind": "image", "image": "app:1"}, "clusters": [cid], "bandwidth": -1}),
+            "bandwidth",
+        ),
     ] {
         let (s, v) = admin.post("/api/v1/tasks", body.clone()).await;
         assert_eq!(s, 400, "{body}: {v}");
         assert_eq!(v["code"], "INVALID");
         assert!(v["message"].as_str().unwrap().contains(want), "{body}: {v}");
     }
-    let (s, v) = admin.raw("POST", "/api/v1/tasks", "application/json", b"{not json".to_vec()).await;
+    let (s, v) = admin
+        .raw(
+            "POST",
+            "/api/v1/tasks",
+            "application/json",
+            b"{not json".to_vec(),
+        )
+        .await;
     assert_eq!((s, v["code"].as_str()), (400, Some("INVALID")), "{v}");
-    let (s, v) = admin.raw("POST", "/api/v1/tasks", "application/json", vec![b' '; 2 << 20]).await;
+    let (s, v) = admin
+        .raw(
+            "POST",
+            "/api/v1/tasks",
+            "application/json",
+            vec![b' '; 2 << 20],
+        )
+        .await;
     assert_eq!(s, 413, "{v}");
     let (s, _) = admin.get("/api/v1/tasks/not-a-number").await;
     assert_eq!(s, 400);
@@ -253,7 +339,11 @@ async fn suite(m: &TestManager) {
     // Names that look like SQL are only names.
     let evil = "x'); DROP TABLE users; --";
     let u = admin
-        .post_ok("/api/v1/users", json!({"name": evil, "password": "password-123"}), 201)
+        .post_ok(
+            "/api/v1/users",
+            json!({"name": evil, "password": "password-123"}),
+            201,
+        )
         .await;
     assert_eq!(u["name"], evil);
     Api::login(&m.url, evil, "password-123").await;
@@ -261,7 +351,14 @@ async fn suite(m: &TestManager) {
 
     // Statistics: the finished tasks, per day and per task.
     let stats = admin.get_ok("/api/v1/stats").await;
-    let by_id = |id: i64| stats["tasks"].as_array().unwrap().iter().find(|t| t["id"] == id).cloned();
+    let by_id = |id: i64| {
+        stats["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .cloned()
+    };
     assert_eq!(by_id(t1).unwrap()["state"], "failed");
     assert_eq!(by_id(t2).unwrap()["nodes"], 2);
     assert_eq!(by_id(t2).unwrap()["bytes_peer"], 1500);
@@ -278,15 +375,37 @@ async fn suite(m: &TestManager) {
     // The audit log holds changes with their actors and results, denials included.
     let audit = admin.get_ok("/api/v1/audit?limit=1000").await;
     let entries = audit.as_array().unwrap();
-    assert!(entries.iter().any(|e| e["action"] == "POST /api/v1/tasks" && e["actor"] == "admin" && e["result"] == "ok"));
-    assert!(entries.iter().any(|e| e["action"] == "POST /api/v1/tasks" && e["result"] == "rejected"));
-    assert!(entries.iter().any(|e| e["action"] == "POST /api/v1/auth/login" && e["result"] == "unauthenticated"));
-    assert!(entries.iter().any(|e| e["action"] == "DELETE /api/v1/tasks/{id}" && e["result"] == "ok"));
-    assert!(!entries.iter().any(|e| e["action"] == "POST /api/v1/agent/heartbeat"));
+    assert!(entries.iter().any(|e| e["action"] == "POST /api/v1/tasks"
+        && e["actor"] == "admin"
+        && e["result"] == "ok"));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "POST /api/v1/tasks" && e["result"] == "rejected")
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "POST /api/v1/auth/login" && e["result"] == "unauthenticated")
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "DELETE /api/v1/tasks/{id}" && e["result"] == "ok")
+    );
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e["action"] == "POST /api/v1/agent/heartbeat")
+    );
 
     // Removing a node stops its assignments.
     let t4 = admin
-        .post_ok("/api/v1/tasks", json!({"source": {"kind": "image", "image": "app:4"}, "nodes": [b.id, c.id]}), 201)
+        .post_ok(
+            "/api/v1/tasks",
+            json!({"source": {"kind": "image", "image": "app:4"}, "nodes": [b.id, c.id]}),
+            201,
+        )
         .await["id"]
         .as_i64()
         .unwrap();
@@ -295,7 +414,11 @@ async fn suite(m: &TestManager) {
     assert_eq!(s, 204);
     let t = task_state(&admin, t4).await;
     assert_eq!(t["state"], "failed", "{t}");
-    assert_eq!(c.api.get("/api/v1/agent/work").await.0, 401, "a removed node's token still works");
+    assert_eq!(
+        c.api.get("/api/v1/agent/work").await.0,
+        401,
+        "a removed node's token still works"
+    );
 
     // Sign-out ends the session.
     let (s, _) = admin.post("/api/v1/auth/logout", json!({})).await;
@@ -315,31 +438,44 @@ trait ClockNow {
 }
 
 async fn runs(api: &Api, cron: i64) -> usize {
-    api.get_ok(&format!("/api/v1/tasks?parent_id={cron}")).await.as_array().unwrap().len()
+    api.get_ok(&format!("/api/v1/tasks?parent_id={cron}"))
+        .await
+        .as_array()
+        .unwrap()
+        .len()
 }
 
 async fn wait_runs(api: &Api, cron: i64, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while runs(api, cron).await < n {
-        assert!(Instant::now() < deadline, "cron task {cron} did not reach {n} runs");
+        assert!(
+            Instant::now() < deadline,
+            "cron task {cron} did not reach {n} runs"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 async fn count(m: &TestManager, table: &str) -> i64 {
     use sqlx::Row as _;
-    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) AS n FROM {table}")))
-        .fetch_one(&m.state.db.pool)
-        .await
-        .unwrap()
-        .try_get("n")
-        .unwrap()
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) AS n FROM {table}"
+    )))
+    .fetch_one(&m.state.db.pool)
+    .await
+    .unwrap()
+    .try_get("n")
+    .unwrap()
 }
 
 async fn budget_suite(m: &TestManager) {
     let admin = m.admin().await;
     let tenant = admin
-        .post_ok("/api/v1/tenants", json!({"name": "team-b", "bandwidth_budget": 100, "budget_policy": "refuse"}), 201)
+        .post_ok(
+            "/api/v1/tenants",
+            json!({"name": "team-b", "bandwidth_budget": 100, "budget_policy": "refuse"}),
+            201,
+        )
         .await["id"]
         .as_i64()
         .unwrap();
@@ -353,7 +489,9 @@ async fn budget_suite(m: &TestManager) {
     let cid = cluster["id"].as_i64().unwrap();
     let node = FakeAgent::register(&m.url, cluster["join_token"].as_str().unwrap(), "b-1").await;
     let task = |bw: i64| json!({"source": {"kind": "image", "image": "app:1"}, "clusters": [cid], "bandwidth": bw, "tenant_id": tenant});
-    let first = admin.post_ok("/api/v1/tasks", task(60), 201).await["id"].as_i64().unwrap();
+    let first = admin.post_ok("/api/v1/tasks", task(60), 201).await["id"]
+        .as_i64()
+        .unwrap();
     let before = count(m, "tasks").await;
     let (s, v) = admin.post("/api/v1/tasks", task(60)).await;
     assert_eq!((s, v["code"].as_str()), (409, Some("CONFLICT")), "{v}");
@@ -366,7 +504,10 @@ async fn budget_suite(m: &TestManager) {
 
     // With the wait policy, a task over the budget waits for room and then starts.
     admin
-        .patch(&format!("/api/v1/tenants/{tenant}"), json!({"bandwidth_budget": 100, "budget_policy": "wait"}))
+        .patch(
+            &format!("/api/v1/tenants/{tenant}"),
+            json!({"bandwidth_budget": 100, "budget_policy": "wait"}),
+        )
         .await;
     let waiting = admin.post_ok("/api/v1/tasks", task(50), 201).await;
     let waiting = waiting["id"].as_i64().unwrap();
@@ -413,7 +554,11 @@ async fn two_managers_fire_a_cron_task_once() {
     let m2 = TestManager::start(&url, clock.clone()).await;
     let admin = m1.admin().await;
     let cluster = admin
-        .post_ok("/api/v1/clusters", json!({"name": "ha", "spec": {"kind": "static", "hosts": ["h-1"]}}), 201)
+        .post_ok(
+            "/api/v1/clusters",
+            json!({"name": "ha", "spec": {"kind": "static", "hosts": ["h-1"]}}),
+            201,
+        )
         .await;
     let cid = cluster["id"].as_i64().unwrap();
     let node = FakeAgent::register(&m2.url, cluster["join_token"].as_str().unwrap(), "h-1").await;
@@ -441,4 +586,133 @@ async fn two_managers_fire_a_cron_task_once() {
     assert_eq!(work.len(), 5, "{work:?}");
     m1.shutdown().await;
     m2.shutdown().await;
+}
+
+/// A fake Kubernetes API server whose node list the test changes.
+async fn fake_kubernetes(names: Arc<std::sync::Mutex<Vec<String>>>) -> String {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/api/v1/nodes",
+        get(move || {
+            let names = names.clone();
+            async move {
+                let items: Vec<Value> = names
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|n| {
+                        json!({"metadata": {"name": n, "labels": {"shoal.io/node": "true", "topology.kubernetes.io/zone": "z1"}},
+                               "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}],
+                                          "conditions": [{"type": "Ready", "status": "True"}]}})
+                    })
+                    .collect();
+                (
+                    [("content-type", "application/json")],
+                    json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items})
+                        .to_string(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// Kubernetes members come from the API server; a node that leaves the list stops its work,
+/// and a failing API server keeps the members it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_members_decide_who_gets_work() {
+    let m = TestManager::sqlite().await;
+    let admin = m.admin().await;
+    let names = Arc::new(std::sync::Mutex::new(vec![
+        "k1".to_string(),
+        "k2".to_string(),
+    ]));
+    let api_server = fake_kubernetes(names.clone()).await;
+    let cluster = admin
+        .post_ok(
+            "/api/v1/clusters",
+            json!({"name": "k8s", "spec": {"kind": "kubernetes", "api_server": api_server, "token": "secret-token",
+                   "label_selector": "shoal.io/node=true"}}),
+            201,
+        )
+        .await;
+    assert_eq!(
+        cluster["spec"]["token"], "********",
+        "the token must not come back"
+    );
+    let cid = cluster["id"].as_i64().unwrap();
+    let c = admin
+        .post_ok(&format!("/api/v1/clusters/{cid}/discover"), json!({}), 200)
+        .await;
+    let members: Vec<&str> = c["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, ["k1", "k2"], "{c}");
+    let join = cluster["join_token"].as_str().unwrap();
+    let k1 = FakeAgent::register(&m.url, join, "k1").await;
+    let k2 = FakeAgent::register(&m.url, join, "k2").await;
+    let stranger = FakeAgent::register(&m.url, join, "k9").await;
+    let task = admin
+        .post_ok(
+            "/api/v1/tasks",
+            json!({"source": {"kind": "image", "image": "app:1"}, "clusters": [cid]}),
+            201,
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(k1.work(&[], 0).await, vec![task]);
+    assert_eq!(k2.work(&[], 0).await, vec![task]);
+    assert!(
+        stranger.work(&[], 0).await.is_empty(),
+        "a node the API server does not list got work"
+    );
+    let nodes = admin
+        .get_ok(&format!("/api/v1/nodes?cluster_id={cid}"))
+        .await;
+    let k9 = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "k9")
+        .unwrap();
+    assert_eq!(k9["member"], false);
+
+    // k2 leaves the cluster: its assignment stops, the task ends failed once k1 is done.
+    names.lock().unwrap().retain(|n| n != "k2");
+    admin
+        .post_ok(&format!("/api/v1/clusters/{cid}/discover"), json!({}), 200)
+        .await;
+    assert!(k2.work(&[task], 0).await.is_empty());
+    assert!(!k2.report(task, "running", 1, 0, 1).await);
+    k1.report(task, "succeeded", 1000, 0, 1000).await;
+    let t = admin.get_ok(&format!("/api/v1/tasks/{task}")).await;
+    assert_eq!(t["state"], "failed", "{t}");
+    assert_eq!(t["progress"]["nodes"]["stopped"], 1, "{t}");
+
+    // The API server fails: the error is shown, the members stay.
+    let dead = admin
+        .put(
+            &format!("/api/v1/clusters/{cid}"),
+            json!({"name": "k8s", "spec": {"kind": "kubernetes", "api_server": "http://127.0.0.1:9", "token": "********",
+                   "label_selector": "shoal.io/node=true"}}),
+        )
+        .await;
+    assert_eq!(dead.0, 200, "{}", dead.1);
+    assert!(
+        dead.1["discovery_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{}",
+        dead.1
+    );
+    assert_eq!(dead.1["members"].as_array().unwrap().len(), 1);
+    assert!(!dead.1.to_string().contains("secret-token"));
+    m.shutdown().await;
 }

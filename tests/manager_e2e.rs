@@ -347,12 +347,18 @@ async fn shoal_up_runs_a_manager_with_its_node_registered() {
             .args(["--manager-listen", &format!("127.0.0.1:{port}")])
             .env_remove("SHOAL_ADMIN_PASSWORD");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        (common::process::Daemon::spawn("shoal up", cmd, log.clone()), log)
+        (
+            common::process::Daemon::spawn("shoal up", cmd, log.clone()),
+            log,
+        )
     };
     let (mut up, log) = start();
     let url = format!("http://127.0.0.1:{port}");
     assert!(
-        tokio::task::block_in_place(|| common::wait_for_http(&format!("{url}/healthz"), Duration::from_secs(30))),
+        tokio::task::block_in_place(|| common::wait_for_http(
+            &format!("{url}/healthz"),
+            Duration::from_secs(30)
+        )),
         "{}",
         up.log_tail(30)
     );
@@ -361,33 +367,59 @@ async fn shoal_up_runs_a_manager_with_its_node_registered() {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let found = log.lock().unwrap().iter().find_map(|l| {
-                l.split("with the password \"").nth(1).and_then(|r| r.split('"').next()).map(str::to_owned)
+                l.split("with the password \"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .map(str::to_owned)
             });
             if let Some(p) = found {
                 break p;
             }
-            assert!(Instant::now() < deadline, "no password printed: {}", up.log_tail(30));
+            assert!(
+                Instant::now() < deadline,
+                "no password printed: {}",
+                up.log_tail(30)
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
     let admin = Api::login(&url, "admin", &password).await;
     let node_id = wait_local_node(&admin).await;
     let task = admin
-        .post_ok("/api/v1/tasks", json!({"source": {"kind": "image", "image": "app:v1"}, "nodes": [node_id]}), 201)
+        .post_ok(
+            "/api/v1/tasks",
+            json!({"source": {"kind": "image", "image": "app:v1"}, "nodes": [node_id]}),
+            201,
+        )
         .await;
-    let done = wait_task(&admin, task["id"].as_i64().unwrap(), &["succeeded", "failed"], 60).await;
+    let done = wait_task(
+        &admin,
+        task["id"].as_i64().unwrap(),
+        &["succeeded", "failed"],
+        60,
+    )
+    .await;
     assert_eq!(done["state"], "succeeded", "{done}");
 
     // A second start: no new administrator, the same node and cluster.
     up.terminate(Duration::from_secs(10));
     let lines_before = log.lock().unwrap().len();
     let (mut up2, log2) = start();
-    assert!(tokio::task::block_in_place(|| common::wait_for_http(&format!("{url}/healthz"), Duration::from_secs(30))));
+    assert!(tokio::task::block_in_place(|| common::wait_for_http(
+        &format!("{url}/healthz"),
+        Duration::from_secs(30)
+    )));
     let admin = Api::login(&url, "admin", &password).await;
     assert_eq!(wait_local_node(&admin).await, node_id);
     let clusters = admin.get_ok("/api/v1/clusters").await;
     assert_eq!(clusters.as_array().unwrap().len(), 1, "{clusters}");
-    assert!(!log2.lock().unwrap().iter().any(|l| l.contains("with the password")));
+    assert!(
+        !log2
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("with the password"))
+    );
     let _ = lines_before;
     up2.terminate(Duration::from_secs(10));
 }
@@ -396,10 +428,18 @@ async fn wait_local_node(admin: &Api) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let nodes = admin.get_ok("/api/v1/nodes").await;
-        if let Some(n) = nodes.as_array().unwrap().iter().find(|n| n["ready"] == true && n["role"] == "seed") {
+        if let Some(n) = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["ready"] == true && n["role"] == "seed")
+        {
             return n["id"].as_i64().unwrap();
         }
-        assert!(Instant::now() < deadline, "the local node did not join: {nodes}");
+        assert!(
+            Instant::now() < deadline,
+            "the local node did not join: {nodes}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

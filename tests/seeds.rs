@@ -27,8 +27,6 @@ fn get_blob(node: &ShoalNode, repo: &str, digest: &str) -> Vec<u8> {
     resp.body
 }
 
-/// The blobs of a single-platform test image: config and layers.
-
 /// Every node pulls the image (manifest by tag, then every blob) at once.
 fn pull_everywhere(nodes: &[ShoalNode], image: &TestImage, repo: &str, tag: &str) {
     std::thread::scope(|s| {

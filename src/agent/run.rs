@@ -256,7 +256,10 @@ async fn execute(
                 .map_or_else(|| "by its URL".to_string(), ToString::to_string);
             log(
                 "info",
-                format!("task {}: file on {host} ({what}){limit}", assignment.task_id),
+                format!(
+                    "task {}: file on {host} ({what}){limit}",
+                    assignment.task_id
+                ),
             );
             let (digest, size) = match digest {
                 Some(digest) => {

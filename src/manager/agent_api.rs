@@ -94,7 +94,9 @@ fn check_registration(r: &Registration) -> ApiResult<()> {
         ("zone", &r.zone),
     ] {
         if !field_ok(value, 200) {
-            return Err(ApiError::invalid(format!("{field} is too long or malformed")));
+            return Err(ApiError::invalid(format!(
+                "{field} is too long or malformed"
+            )));
         }
     }
     if r.role != "node" && r.role != "seed" {
@@ -118,15 +120,20 @@ async fn register(
         .0
         .ok_or_else(|| ApiError::unauthorized("send the cluster's join token as a bearer token"))?;
     check_registration(&reg)?;
-    let cluster = sqlx::query("SELECT id, tenant_id, spec, members, discovered_at FROM clusters WHERE token_hash = $1")
-        .bind(token_hash(&join))
-        .fetch_optional(&state.db.pool)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("unknown join token"))?;
+    let cluster = sqlx::query(
+        "SELECT id, tenant_id, spec, members, discovered_at FROM clusters WHERE token_hash = $1",
+    )
+    .bind(token_hash(&join))
+    .fetch_optional(&state.db.pool)
+    .await?
+    .ok_or_else(|| ApiError::unauthorized("unknown join token"))?;
     let cluster_id: i64 = cluster.try_get("id")?;
-    audit.actor(&format!("node {}", reg.name), Some(cluster.try_get("tenant_id")?));
-    let spec: ClusterSpec = serde_json::from_str(&cluster.try_get::<String, _>("spec")?)
-        .map_err(ApiError::internal)?;
+    audit.actor(
+        &format!("node {}", reg.name),
+        Some(cluster.try_get("tenant_id")?),
+    );
+    let spec: ClusterSpec =
+        serde_json::from_str(&cluster.try_get::<String, _>("spec")?).map_err(ApiError::internal)?;
     let members: Vec<Member> = json_col(&cluster, "members");
     let discovered: Option<i64> = cluster.try_get("discovered_at")?;
     let host = super::clusters::address_host(&reg.address);
@@ -334,7 +341,9 @@ async fn progress(
         )));
     }
     if p.state == NodeTaskState::Queued {
-        return Err(ApiError::invalid("a node reports running, succeeded, failed or stopped"));
+        return Err(ApiError::invalid(
+            "a node reports running, succeeded, failed or stopped",
+        ));
     }
     let now = state.now_ms();
     let row = sqlx::query(
@@ -356,7 +365,10 @@ async fn progress(
     let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     if !current.is_final() {
         let finished = p.state.is_final().then_some(now);
-        let error = p.error.as_deref().map(|e| e.chars().take(2000).collect::<String>());
+        let error = p
+            .error
+            .as_deref()
+            .map(|e| e.chars().take(2000).collect::<String>());
         sqlx::query(
             "UPDATE task_nodes SET state = $1, blobs_total = $2, blobs_done = $3, bytes_total = $4, bytes_done = $5, \
              bytes_peer = $6, bytes_upstream = $7, error = $8, started_at = COALESCE(started_at, $9), \

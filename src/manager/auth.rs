@@ -18,7 +18,7 @@ use sha2::Digest as _;
 use sqlx::Row as _;
 
 use super::ManagerState;
-use super::db::{json_col, now_ms};
+use super::db::json_col;
 use super::error::ApiError;
 use super::rbac::{Caller, Grant, Permission};
 
@@ -65,14 +65,20 @@ pub fn check_password(password: &str) -> Result<(), ApiError> {
         return Err(ApiError::invalid("a password needs at least 8 characters"));
     }
     if n > 256 {
-        return Err(ApiError::invalid("a password may have at most 256 characters"));
+        return Err(ApiError::invalid(
+            "a password may have at most 256 characters",
+        ));
     }
     Ok(())
 }
 
 /// The bearer token of a request, if any.
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = parts
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -87,9 +93,8 @@ impl FromRequestParts<ManagerState> for Caller {
         parts: &mut Parts,
         state: &ManagerState,
     ) -> Result<Caller, ApiError> {
-        let token = bearer(parts).ok_or_else(|| {
-            ApiError::unauthorized("sign in: send Authorization: Bearer TOKEN")
-        })?;
+        let token = bearer(parts)
+            .ok_or_else(|| ApiError::unauthorized("sign in: send Authorization: Bearer TOKEN"))?;
         let caller = caller_for_token(state, token).await?;
         super::audit::note_caller(&parts.extensions, &caller);
         Ok(caller)
@@ -241,11 +246,6 @@ impl LoginLimiter {
     pub fn succeeded(&self, key: &str) {
         self.failures.lock().unwrap().remove(key);
     }
-}
-
-/// Now (for code that has no state at hand).
-pub fn now() -> i64 {
-    now_ms()
 }
 
 #[cfg(test)]

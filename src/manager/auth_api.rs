@@ -96,8 +96,8 @@ async fn login(
         });
         auth::verify_password(&password, &hash)
     })
-        .await
-        .map_err(ApiError::internal)?;
+    .await
+    .map_err(ApiError::internal)?;
     if !ok || disabled || row.is_none() {
         state.logins.failed(&keys);
         return Err(ApiError::unauthorized("wrong user name or password"));
@@ -120,10 +120,7 @@ static DUMMY_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// Signs out: revokes the token of this call.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     responses((status = 204), (status = 401, body = ErrorBody)))]
-async fn logout(
-    State(state): State<ManagerState>,
-    caller: Caller,
-) -> ApiResult<http::StatusCode> {
+async fn logout(State(state): State<ManagerState>, caller: Caller) -> ApiResult<http::StatusCode> {
     sqlx::query("UPDATE tokens SET revoked = TRUE WHERE id = $1")
         .bind(caller.token_id)
         .execute(&state.db.pool)
@@ -200,8 +197,15 @@ async fn create_token(
     }
     let now = state.now_ms();
     let expires_at = now + days * 86_400_000;
-    let (id, token) =
-        issue_token(&state, caller.user_id, "personal", &name, &req.scopes, expires_at).await?;
+    let (id, token) = issue_token(
+        &state,
+        caller.user_id,
+        "personal",
+        &name,
+        &req.scopes,
+        expires_at,
+    )
+    .await?;
     audit.detail(format!("token {id} ({name})"));
     Ok((
         http::StatusCode::CREATED,

@@ -101,7 +101,8 @@ pub async fn check_clusters_in_tenant(
     Ok(())
 }
 
-const COLUMNS: &str = "id, tenant_id, name, description, zone, spec, members, discovered_at, discovery_error";
+const COLUMNS: &str =
+    "id, tenant_id, name, description, zone, spec, members, discovered_at, discovery_error";
 
 fn spec_of(row: &AnyRow) -> ApiResult<ClusterSpec> {
     let text: String = row.try_get("spec")?;
@@ -142,13 +143,20 @@ async fn cluster_of(state: &ManagerState, row: &AnyRow) -> ApiResult<Cluster> {
 }
 
 /// A cluster the caller may see with `p`, or 404.
-async fn visible(state: &ManagerState, caller: &Caller, p: Permission, id: i64) -> ApiResult<AnyRow> {
+async fn visible(
+    state: &ManagerState,
+    caller: &Caller,
+    p: Permission,
+    id: i64,
+) -> ApiResult<AnyRow> {
     let not_found = || ApiError::not_found(format!("cluster {id}"));
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM clusters WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(&state.db.pool)
-        .await?
-        .ok_or_else(not_found)?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM clusters WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&state.db.pool)
+    .await?
+    .ok_or_else(not_found)?;
     if !caller.sees_tenant(row.try_get("tenant_id")?) {
         return Err(not_found());
     }
@@ -198,7 +206,9 @@ fn check_input(input: &ClusterInput) -> ApiResult<(String, String)> {
         ));
     }
     if input.description.chars().count() > 1000 {
-        return Err(ApiError::invalid("description may have at most 1000 characters"));
+        return Err(ApiError::invalid(
+            "description may have at most 1000 characters",
+        ));
     }
     input.spec.validate().map_err(ApiError::invalid)?;
     Ok((name, zone))
@@ -233,7 +243,9 @@ async fn create(
     let token = new_token("shj_");
     let now = state.now_ms();
     let members = if let ClusterSpec::Static { .. } = &input.spec {
-        super::discovery::discover(&input.spec).await.unwrap_or_default()
+        super::discovery::discover(&input.spec)
+            .await
+            .unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -293,10 +305,8 @@ async fn update(
     let row = visible(&state, &caller, Permission::ClustersWrite, id).await?;
     let old = spec_of(&row)?;
     // A redacted token sent back unchanged keeps the stored one.
-    if let (
-        ClusterSpec::Kubernetes { token: new, .. },
-        ClusterSpec::Kubernetes { token: old, .. },
-    ) = (&mut input.spec, &old)
+    if let (ClusterSpec::Kubernetes { token: new, .. }, ClusterSpec::Kubernetes { token: old, .. }) =
+        (&mut input.spec, &old)
         && new.as_deref() == Some("********")
     {
         *new = old.clone();
@@ -337,7 +347,8 @@ async fn delete(
         .map(|r| r.try_get("id"))
         .collect::<Result<_, _>>()?;
     for node in &nodes {
-        super::tasks::stop_node_assignments(&state, *node, "the node's cluster was deleted").await?;
+        super::tasks::stop_node_assignments(&state, *node, "the node's cluster was deleted")
+            .await?;
     }
     sqlx::query("DELETE FROM clusters WHERE id = $1")
         .bind(id)
@@ -434,10 +445,12 @@ async fn apply_members(
     spec: &ClusterSpec,
     members: &[Member],
 ) -> ApiResult<()> {
-    let rows = sqlx::query("SELECT id, name, address, member FROM nodes WHERE cluster_id = $1 AND removed = FALSE")
-        .bind(cluster)
-        .fetch_all(&state.db.pool)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT id, name, address, member FROM nodes WHERE cluster_id = $1 AND removed = FALSE",
+    )
+    .bind(cluster)
+    .fetch_all(&state.db.pool)
+    .await?;
     let mut left = false;
     for row in &rows {
         let id: i64 = row.try_get("id")?;

@@ -3,7 +3,6 @@
 //! own migrations (`migrations/sqlite`, `migrations/postgres`), differing only in how ids are
 //! generated. Times are Unix milliseconds (`BIGINT`), lists and specs JSON text.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -155,9 +154,4 @@ pub fn to_json<T: serde::Serialize>(value: &T) -> String {
 pub fn flag(row: &AnyRow, col: &str) -> Result<bool, sqlx::Error> {
     row.try_get::<bool, _>(col)
         .or_else(|_| row.try_get::<i64, _>(col).map(|v| v != 0))
-}
-
-/// Parses a text column through `FromStr`.
-pub fn parse_col<T: FromStr>(row: &AnyRow, col: &str) -> Option<T> {
-    row.try_get::<String, _>(col).ok()?.parse().ok()
 }

@@ -68,7 +68,8 @@ pub struct FileQuery {
     pub name: Option<String>,
 }
 
-const COLUMNS: &str = "id, tenant_id, name, version, url, digest, size, metadata, created_by, created_at";
+const COLUMNS: &str =
+    "id, tenant_id, name, version, url, digest, size, metadata, created_by, created_at";
 
 fn version_of(r: &AnyRow) -> Result<FileVersion, sqlx::Error> {
     Ok(FileVersion {
@@ -150,11 +151,13 @@ async fn create(
 }
 
 async fn visible(state: &ManagerState, caller: &Caller, id: i64) -> ApiResult<FileVersion> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM file_versions WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(&state.db.pool)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("file version {id}")))?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM file_versions WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&state.db.pool)
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("file version {id}")))?;
     let v = version_of(&row)?;
     if !caller.sees_tenant(v.tenant_id) {
         return Err(ApiError::not_found(format!("file version {id}")));

@@ -30,7 +30,6 @@ mod users;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -202,12 +201,13 @@ impl Manager {
         clock: Arc<dyn Clock>,
     ) -> Result<Manager, ManagerError> {
         let db = Db::open(&settings.database).await?;
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| ManagerError::Bind {
-                addr: settings.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| ManagerError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
         let state = ManagerState {
             db,
             settings: Arc::new(settings),
@@ -418,10 +418,7 @@ pub fn router(state: ManagerState) -> Router {
         state.clone(),
         audit::layer,
     ))
-    .layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        observe,
-    ))
+    .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
     .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
     .layer(tower_http::trace::TraceLayer::new_for_http())
     .with_state(state)
@@ -476,14 +473,4 @@ async fn observe(
         .with_label_values(&[&method, &route, response.status().as_str()])
         .inc();
     response
-}
-
-/// Where `shoal up` and the CLI keep the data directory's manager database.
-pub fn default_database(data_dir: &std::path::Path) -> String {
-    ManagerSettings::new(data_dir).database
-}
-
-/// The data dir a manager uses when none is given.
-pub fn default_data_dir() -> PathBuf {
-    PathBuf::from("./shoal-data")
 }

@@ -20,7 +20,13 @@ pub const LATE_MS: i64 = 25_000;
 pub const OFFLINE_MS: i64 = 60_000;
 
 /// A node's health from its last heartbeat.
-pub fn health(now: i64, last_seen: i64, ready: bool, disk_total: i64, disk_free: i64) -> &'static str {
+pub fn health(
+    now: i64,
+    last_seen: i64,
+    ready: bool,
+    disk_total: i64,
+    disk_free: i64,
+) -> &'static str {
     let age = now - last_seen;
     if age > OFFLINE_MS {
         "offline"
@@ -164,7 +170,9 @@ async fn visible(state: &ManagerState, caller: &Caller, p: Permission, id: i64) 
     .ok_or_else(not_found)?;
     let node = node_of(state.now_ms(), &row)?;
     if !caller.sees_tenant(row.try_get("tenant_id")?)
-        || !caller.require(Permission::NodesRead)?.covers(node.cluster_id)
+        || !caller
+            .require(Permission::NodesRead)?
+            .covers(node.cluster_id)
     {
         return Err(not_found());
     }
@@ -199,11 +207,9 @@ async fn delete(
     visible(&state, &caller, Permission::NodesWrite, id).await?;
     super::tasks::stop_node_assignments(&state, id, "the node was removed").await?;
     // Soft: the node's part in past tasks stays on record; its token stops working.
-    sqlx::query(
-        "UPDATE nodes SET removed = TRUE, member = FALSE, token_hash = $1 WHERE id = $2",
-    )
-    .bind(format!("removed:{id}:{}", super::auth::new_token("")))
-    .bind(id)
+    sqlx::query("UPDATE nodes SET removed = TRUE, member = FALSE, token_hash = $1 WHERE id = $2")
+        .bind(format!("removed:{id}:{}", super::auth::new_token("")))
+        .bind(id)
         .execute(&state.db.pool)
         .await?;
     state.work.wake(id);

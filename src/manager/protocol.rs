@@ -119,9 +119,7 @@ pub struct Work {
 }
 
 /// The state of one node's part in a task.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, Hash,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeTaskState {
     /// Assigned, not started.

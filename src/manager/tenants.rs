@@ -48,7 +48,9 @@ pub struct TenantSpec {
 
 fn check_spec(spec: &TenantSpec) -> ApiResult<String> {
     if spec.bandwidth_budget.is_some_and(|b| b <= 0) {
-        return Err(ApiError::invalid("bandwidth_budget must be positive (bytes/s)"));
+        return Err(ApiError::invalid(
+            "bandwidth_budget must be positive (bytes/s)",
+        ));
     }
     let policy = spec.budget_policy.clone().unwrap_or_else(|| "wait".into());
     if policy != "wait" && policy != "refuse" {
@@ -162,11 +164,12 @@ async fn get(
     if !caller.sees_tenant(id) {
         return Err(ApiError::not_found(format!("tenant {id}")));
     }
-    let row = sqlx::query("SELECT id, name, bandwidth_budget, budget_policy FROM tenants WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&state.db.pool)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("tenant {id}")))?;
+    let row =
+        sqlx::query("SELECT id, name, bandwidth_budget, budget_policy FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&state.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("tenant {id}")))?;
     Ok(Json(tenant_of(&state, &row).await?))
 }
 
@@ -182,12 +185,13 @@ async fn update(
 ) -> ApiResult<Json<Tenant>> {
     caller.require(Permission::System)?;
     let policy = check_spec(&spec)?;
-    let done = sqlx::query("UPDATE tenants SET bandwidth_budget = $1, budget_policy = $2 WHERE id = $3")
-        .bind(spec.bandwidth_budget)
-        .bind(policy)
-        .bind(id)
-        .execute(&state.db.pool)
-        .await?;
+    let done =
+        sqlx::query("UPDATE tenants SET bandwidth_budget = $1, budget_policy = $2 WHERE id = $3")
+            .bind(spec.bandwidth_budget)
+            .bind(policy)
+            .bind(id)
+            .execute(&state.db.pool)
+            .await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found(format!("tenant {id}")));
     }

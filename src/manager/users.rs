@@ -1,7 +1,8 @@
 //! Users, roles and role bindings. Nobody can hand out more than they hold: a custom role may
 //! only carry permissions its creator holds, and binding a role needs every permission of it
-//! on the clusters the binding names. Users see and manage only their own tenant unless they
-//! are super administrators.
+//! on the clusters the binding names; changing, disabling, deleting or unbinding a user needs
+//! every permission that user holds (a password reset would otherwise hand them over). Users
+//! see and manage only their own tenant unless they are super administrators.
 
 use std::collections::BTreeSet;
 
@@ -168,11 +169,12 @@ async fn bindings_of(state: &ManagerState, user: i64) -> ApiResult<Vec<Binding>>
 }
 
 async fn user_row(state: &ManagerState, caller: &Caller, id: i64) -> ApiResult<AnyRow> {
-    let row = sqlx::query("SELECT id, name, tenant_id, disabled, created_at FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&state.db.pool)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("user {id}")))?;
+    let row =
+        sqlx::query("SELECT id, name, tenant_id, disabled, created_at FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&state.db.pool)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("user {id}")))?;
     if !caller.sees_tenant(row.try_get("tenant_id")?) {
         return Err(ApiError::not_found(format!("user {id}")));
     }
@@ -238,12 +240,17 @@ async fn check_grantable(
     tenant: i64,
     binding: &NewBinding,
 ) -> ApiResult<()> {
+    let missing = || ApiError::invalid(format!("role {} does not exist", binding.role_id));
     let row = sqlx::query("SELECT tenant_id, permissions FROM roles WHERE id = $1")
         .bind(binding.role_id)
         .fetch_optional(&state.db.pool)
         .await?
-        .ok_or_else(|| ApiError::invalid(format!("role {} does not exist", binding.role_id)))?;
+        .ok_or_else(missing)?;
     let role_tenant: Option<i64> = row.try_get("tenant_id")?;
+    // A role of a tenant the caller cannot see reads as no role at all (no existence oracle).
+    if role_tenant.is_some_and(|t| !caller.sees_tenant(t)) {
+        return Err(missing());
+    }
     if role_tenant.is_some_and(|t| t != tenant) {
         return Err(ApiError::invalid(format!(
             "role {} belongs to another tenant",
@@ -328,7 +335,10 @@ async fn create_user(
     tx.commit().await?;
     audit.detail(format!("user {id} ({name})"));
     let row = user_row(&state, &caller, id).await?;
-    Ok((http::StatusCode::CREATED, Json(user_of(&state, &row).await?)))
+    Ok((
+        http::StatusCode::CREATED,
+        Json(user_of(&state, &row).await?),
+    ))
 }
 
 /// Disables or enables a user, or resets their password.
@@ -343,7 +353,7 @@ async fn change_user(
 ) -> ApiResult<Json<User>> {
     caller.require(Permission::UsersWrite)?;
     user_row(&state, &caller, id).await?;
-    protect_super(&state, &caller, id).await?;
+    protect_user(&state, &caller, id).await?;
     let hash = match req.password {
         Some(p) => {
             auth::check_password(&p)?;
@@ -383,19 +393,33 @@ async fn change_user(
     Ok(Json(user_of(&state, &row).await?))
 }
 
-/// Only super administrators may change or delete super administrators.
-async fn protect_super(state: &ManagerState, caller: &Caller, user: i64) -> ApiResult<()> {
+/// Only someone who holds every permission of a user, wherever the user holds it, may change,
+/// disable, delete or unbind them: a password reset hands the caller the user's rights. So
+/// only super administrators change super administrators.
+async fn protect_user(state: &ManagerState, caller: &Caller, user: i64) -> ApiResult<()> {
     if caller.is_super() {
         return Ok(());
     }
-    let grants = auth::grants_of(state, user).await?;
-    if grants
-        .iter()
-        .any(|g| g.permissions.contains(&Permission::System))
-    {
-        return Err(ApiError::denied(
-            "only super administrators change super administrators",
-        ));
+    for grant in auth::grants_of(state, user).await? {
+        if grant.permissions.contains(&Permission::System) {
+            return Err(ApiError::denied(
+                "only super administrators change super administrators",
+            ));
+        }
+        for &p in &grant.permissions {
+            let holds = match (p.cluster_scoped(), &grant.clusters) {
+                (true, Some(clusters)) => caller
+                    .scope(p)
+                    .is_some_and(|s| clusters.iter().all(|c| s.covers(*c))),
+                (true, None) => caller.scope(p) == Some(super::rbac::ClusterScope::All),
+                (false, _) => caller.has(p),
+            };
+            if !holds {
+                return Err(ApiError::denied(format!(
+                    "user {user} holds {p} where you do not; only someone holding all of a user's permissions may change them"
+                )));
+            }
+        }
     }
     Ok(())
 }
@@ -414,7 +438,7 @@ async fn delete_user(
     if id == caller.user_id {
         return Err(ApiError::conflict("you cannot delete yourself"));
     }
-    protect_super(&state, &caller, id).await?;
+    protect_user(&state, &caller, id).await?;
     sqlx::query("DELETE FROM users WHERE id = $1")
         .bind(id)
         .execute(&state.db.pool)
@@ -446,7 +470,10 @@ async fn create_binding(
     .fetch_one(&state.db.pool)
     .await?
     .try_get("id")?;
-    audit.detail(format!("binding {binding}: role {} to user {id}", req.role_id));
+    audit.detail(format!(
+        "binding {binding}: role {} to user {id}",
+        req.role_id
+    ));
     let created = bindings_of(&state, id)
         .await?
         .into_iter()
@@ -474,7 +501,7 @@ async fn delete_binding(
     user_row(&state, &caller, user)
         .await
         .map_err(|_| ApiError::not_found(format!("binding {id}")))?;
-    protect_super(&state, &caller, user).await?;
+    protect_user(&state, &caller, user).await?;
     sqlx::query("DELETE FROM role_bindings WHERE id = $1")
         .bind(id)
         .execute(&state.db.pool)
@@ -515,11 +542,13 @@ async fn list_roles(
 }
 
 async fn role_row(state: &ManagerState, caller: &Caller, id: i64) -> ApiResult<AnyRow> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ROLE_COLUMNS} FROM roles WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(&state.db.pool)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("role {id}")))?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {ROLE_COLUMNS} FROM roles WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&state.db.pool)
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("role {id}")))?;
     let tenant: Option<i64> = row.try_get("tenant_id")?;
     if tenant.is_some_and(|t| !caller.sees_tenant(t)) {
         return Err(ApiError::not_found(format!("role {id}")));
@@ -543,7 +572,9 @@ async fn get_role(
 fn check_role_spec(caller: &Caller, spec: &RoleSpec) -> ApiResult<(String, String)> {
     let name = check_name("name", &spec.name)?;
     if spec.description.chars().count() > 1000 {
-        return Err(ApiError::invalid("description may have at most 1000 characters"));
+        return Err(ApiError::invalid(
+            "description may have at most 1000 characters",
+        ));
     }
     if spec.permissions.is_empty() {
         return Err(ApiError::invalid("a role needs at least one permission"));

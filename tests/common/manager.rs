@@ -167,7 +167,8 @@ impl Api {
         (status, value)
     }
 
-    /// Sends a raw body.
+    /// Sends a raw body over a plain socket, reading the answer even when the server answers
+    /// (e.g. 413) and closes before the whole body is written.
     pub async fn raw(
         &self,
         method: &str,
@@ -175,20 +176,33 @@ impl Api {
         content_type: &str,
         body: Vec<u8>,
     ) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method.parse().unwrap(), format!("{}{path}", self.base))
-            .header("content-type", content_type)
-            .body(body);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let host = self.base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+        let auth = self
+            .token
+            .as_ref()
+            .map(|t| format!("authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: {content_type}\r\n\
+             content-length: {}\r\n{auth}connection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(&body).await;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        let text = String::from_utf8_lossy(&answer);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
         (
             status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
         )
     }
 

@@ -7,10 +7,10 @@ use std::io::{BufRead as _, IsTerminal as _};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use super::ClientOpts;
 use super::credentials::{self, Credentials};
 use super::http::{Client, ClientError};
 use super::output::{self, Table, int, text};
-use super::ClientOpts;
 
 /// Flags of `shoal login`.
 #[derive(Debug, Args)]
@@ -81,7 +81,8 @@ fn stdin_line(what: &str) -> Result<String, ClientError> {
 /// Asks on the terminal; `secret` turns echo off.
 fn prompt(question: &str, secret: bool) -> Result<String, ClientError> {
     let term = console::Term::stderr();
-    let fail = |e: std::io::Error| ClientError::Usage(format!("cannot read from the terminal: {e}"));
+    let fail =
+        |e: std::io::Error| ClientError::Usage(format!("cannot read from the terminal: {e}"));
     term.write_str(question).map_err(fail)?;
     let answer = if secret {
         term.read_secure_line()
@@ -97,7 +98,10 @@ fn login_password(from_stdin: bool, user: &str, manager: &str) -> Result<String,
     if from_stdin {
         return stdin_line("password");
     }
-    if let Some(p) = std::env::var("SHOAL_PASSWORD").ok().filter(|p| !p.is_empty()) {
+    if let Some(p) = std::env::var("SHOAL_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
         return Ok(p);
     }
     if std::io::stdin().is_terminal() {
@@ -183,7 +187,11 @@ pub(super) async fn logout(_args: LogoutArgs) -> Result<i32, ClientError> {
     };
     // Only the stored session is revoked: a token given by --token or SHOAL_TOKEN is not ours
     // to end.
-    let client = Client::new(&creds.manager, Some(creds.token.clone()), Default::default())?;
+    let client = Client::new(
+        &creds.manager,
+        Some(creds.token.clone()),
+        Default::default(),
+    )?;
     let revoked = client.post("/api/v1/auth/logout", &json!({})).await;
     credentials::forget()?;
     match revoked {
@@ -224,7 +232,8 @@ pub(super) async fn token(args: TokenArgs) -> Result<i32, ClientError> {
             let reply = client.get("/api/v1/tokens", &[]).await?;
             output::show(&client, &reply, |v| {
                 let now = output::now_ms();
-                let mut table = Table::new(&["ID", "NAME", "SCOPES", "EXPIRES", "LAST USED", "STATE"]);
+                let mut table =
+                    Table::new(&["ID", "NAME", "SCOPES", "EXPIRES", "LAST USED", "STATE"]);
                 for t in v.as_array().into_iter().flatten() {
                     let state = if t["revoked"] == true {
                         "revoked"

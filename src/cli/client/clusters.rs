@@ -22,7 +22,7 @@ enum ClusterCommand {
     /// List clusters with their nodes' health.
     List,
     /// Create a cluster; prints its join token (shown this once).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Show a cluster, its members and its nodes' health.
     Show {
         /// The cluster (id or name).
@@ -134,7 +134,11 @@ fn read_file(what: &str, path: &std::path::Path) -> Result<String, ClientError> 
 /// The `spec` of a new cluster.
 fn spec_of(a: &CreateArgs) -> Result<Value, ClientError> {
     if let Some(hosts) = &a.static_hosts {
-        let hosts: Vec<&str> = hosts.iter().map(|h| h.trim()).filter(|h| !h.is_empty()).collect();
+        let hosts: Vec<&str> = hosts
+            .iter()
+            .map(|h| h.trim())
+            .filter(|h| !h.is_empty())
+            .collect();
         return Ok(json!({"kind": "static", "hosts": hosts}));
     }
     if let Some(master) = &a.mesos {
@@ -148,15 +152,22 @@ fn spec_of(a: &CreateArgs) -> Result<Value, ClientError> {
         Some(f) => Some(read_file("CA file", f)?),
         None => None,
     };
-    Ok(json!({"kind": "kubernetes", "api_server": a.api_server, "token": token, "ca_cert": ca,
-              "label_selector": a.label_selector.clone().unwrap_or_default()}))
+    Ok(
+        json!({"kind": "kubernetes", "api_server": a.api_server, "token": token, "ca_cert": ca,
+              "label_selector": a.label_selector.clone().unwrap_or_default()}),
+    )
 }
 
 /// Nodes by health: `2 healthy, 1 offline`, or `-`.
 fn health_counts(nodes: &Value) -> String {
     let parts: Vec<String> = ["healthy", "degraded", "offline"]
         .iter()
-        .filter_map(|h| nodes[h].as_i64().filter(|n| *n > 0).map(|n| format!("{n} {h}")))
+        .filter_map(|h| {
+            nodes[h]
+                .as_i64()
+                .filter(|n| *n > 0)
+                .map(|n| format!("{n} {h}"))
+        })
         .collect();
     if parts.is_empty() {
         "-".into()
@@ -172,7 +183,10 @@ fn source(spec: &Value) -> String {
         Some("kubernetes") => format!(
             "{} {}",
             spec["api_server"].as_str().unwrap_or("in-cluster"),
-            spec["label_selector"].as_str().filter(|s| !s.is_empty()).unwrap_or("(all nodes)")
+            spec["label_selector"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("(all nodes)")
         ),
         Some("mesos") => text(&spec["master"]),
         _ => "-".into(),
@@ -314,8 +328,16 @@ pub(super) async fn node(
             output::show(&client, &reply, |v| {
                 let now = output::now_ms();
                 let mut table = Table::new(&[
-                    "ID", "NAME", "CLUSTER", "ZONE", "ROLE", "HEALTH", "VERSION", "PEERS",
-                    "DISK FREE", "LAST SEEN",
+                    "ID",
+                    "NAME",
+                    "CLUSTER",
+                    "ZONE",
+                    "ROLE",
+                    "HEALTH",
+                    "VERSION",
+                    "PEERS",
+                    "DISK FREE",
+                    "LAST SEEN",
                 ]);
                 for n in v.as_array().into_iter().flatten() {
                     table.row(vec![
@@ -328,7 +350,10 @@ pub(super) async fn node(
                         text(&n["version"]),
                         int(&n["peers"]).to_string(),
                         disk(n),
-                        format!("{} ago", output::duration((now - int(&n["last_seen"])).max(0))),
+                        format!(
+                            "{} ago",
+                            output::duration((now - int(&n["last_seen"])).max(0))
+                        ),
                     ]);
                 }
                 table.print();
@@ -392,5 +417,9 @@ fn disk(n: &Value) -> String {
     if total <= 0 {
         return "-".into();
     }
-    format!("{} of {}", output::bytes(int(&n["disk_free"])), output::bytes(total))
+    format!(
+        "{} of {}",
+        output::bytes(int(&n["disk_free"])),
+        output::bytes(total)
+    )
 }

@@ -80,7 +80,8 @@ pub fn load() -> Result<Option<Credentials>, ClientError> {
 pub fn save(creds: &Credentials) -> Result<PathBuf, ClientError> {
     let path = path()?;
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let fail = |e: std::io::Error| ClientError::Local(format!("cannot write {}: {e}", path.display()));
+    let fail =
+        |e: std::io::Error| ClientError::Local(format!("cannot write {}: {e}", path.display()));
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

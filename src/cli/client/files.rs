@@ -30,7 +30,8 @@ enum FileCommand {
         /// The file's name, e.g. model-weights.
         name: String,
         /// The version, e.g. 2026.11.
-        version: String,
+        #[arg(value_name = "VERSION")]
+        release: String,
         /// Its http(s) URL.
         url: String,
         /// Its digest (sha256:…).
@@ -82,8 +83,15 @@ pub(super) async fn file(args: FileArgs) -> Result<i32, ClientError> {
             let query: Vec<(&str, String)> = name.into_iter().map(|n| ("name", n)).collect();
             let reply = client.get("/api/v1/files", &query).await?;
             output::show(&client, &reply, |v| {
-                let mut table =
-                    Table::new(&["ID", "NAME", "VERSION", "SIZE", "DIGEST", "URL", "PUBLISHED"]);
+                let mut table = Table::new(&[
+                    "ID",
+                    "NAME",
+                    "VERSION",
+                    "SIZE",
+                    "DIGEST",
+                    "URL",
+                    "PUBLISHED",
+                ]);
                 for f in v.as_array().into_iter().flatten() {
                     table.row(vec![
                         int(&f["id"]).to_string(),
@@ -101,13 +109,13 @@ pub(super) async fn file(args: FileArgs) -> Result<i32, ClientError> {
         }
         FileCommand::Publish {
             name,
-            version,
+            release,
             url,
             digest,
             size,
             meta,
         } => {
-            let body = json!({"name": name, "version": version, "url": url, "digest": digest,
+            let body = json!({"name": name, "version": release, "url": url, "digest": digest,
                               "size": size, "metadata": metadata(&meta)?});
             let reply = client.post("/api/v1/files", &body).await?;
             output::show(&client, &reply, |f| {
@@ -141,7 +149,14 @@ pub(super) async fn file(args: FileArgs) -> Result<i32, ClientError> {
                     ("digest", text(&f["digest"])),
                     ("size", size_text(f)),
                     ("metadata", meta),
-                    ("published", format!("{} by {}", output::time_of(&f["created_at"]), text(&f["created_by"]))),
+                    (
+                        "published",
+                        format!(
+                            "{} by {}",
+                            output::time_of(&f["created_at"]),
+                            text(&f["created_by"])
+                        ),
+                    ),
                 ]);
                 Ok(())
             })

@@ -84,13 +84,24 @@ impl Reply {
 }
 
 /// A client of one manager, with the token it signs with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: Url,
     token: Option<String>,
     /// How the command prints its result.
     pub output: OutputFormat,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token: debug output ends up in logs.
+        f.debug_struct("Client")
+            .field("manager", &self.base.as_str())
+            .field("token", &self.token.as_ref().map(|_| "********"))
+            .field("output", &self.output)
+            .finish()
+    }
 }
 
 /// `url` without a trailing slash, so that stored and given URLs compare equal.

@@ -72,7 +72,8 @@ impl Table {
 pub fn print_fields(fields: &[(&str, String)]) {
     let w = fields.iter().map(|(k, _)| width(k)).max().unwrap_or(0);
     for (k, v) in fields {
-        println!("{k}:{}{v}", " ".repeat(w - width(k) + 1));
+        let line = format!("{k}:{}{v}", " ".repeat(w - width(k) + 1));
+        println!("{}", line.trim_end());
     }
 }
 
@@ -106,11 +107,12 @@ pub fn print_json(reply: &Reply) {
     }
 }
 
-/// A field as text: strings as they are, numbers and booleans written out, null or missing as
-/// `-`.
+/// A field as text: strings as they are, numbers and booleans written out, lists joined with
+/// commas; null, missing, empty strings and empty lists as `-`.
 pub fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
+        Value::String(s) if s.is_empty() => "-".into(),
         Value::String(s) => s.clone(),
         Value::Array(items) if items.is_empty() => "-".into(),
         Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(", "),
@@ -190,7 +192,11 @@ mod tests {
     #[test]
     fn tables_align_without_trailing_space() {
         let mut t = Table::new(&["ID", "NAME", "STATE"]);
-        t.row(vec!["1".into(), "registry.example/app:1".into(), "running".into()]);
+        t.row(vec![
+            "1".into(),
+            "registry.example/app:1".into(),
+            "running".into(),
+        ]);
         t.row(vec!["12".into(), "x".into(), "-".into()]);
         assert_eq!(
             t.render(false),

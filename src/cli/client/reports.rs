@@ -58,7 +58,11 @@ pub(super) async fn audit(args: AuditArgs) -> Result<i32, ClientError> {
                 text(&e["action"]),
                 text(&e["object"]),
                 format!("{} ({})", text(&e["result"]), int(&e["status"])),
-                e["detail"].as_str().filter(|d| !d.is_empty()).unwrap_or("-").to_string(),
+                e["detail"]
+                    .as_str()
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or("-")
+                    .to_string(),
             ]);
         }
         table.print();
@@ -92,8 +96,17 @@ pub(super) async fn stats(args: StatsArgs) -> Result<i32, ClientError> {
             ]
         };
         let mut table = Table::new(&[
-            "DAY", "TASKS", "SUCCEEDED", "FAILED", "STOPPED", "SUCCESS", "P50", "P90", "PEERS",
-            "UPSTREAM", "FROM PEERS",
+            "DAY",
+            "TASKS",
+            "SUCCEEDED",
+            "FAILED",
+            "STOPPED",
+            "SUCCESS",
+            "P50",
+            "P90",
+            "PEERS",
+            "UPSTREAM",
+            "FROM PEERS",
         ]);
         for d in s["days"].as_array().into_iter().flatten() {
             table.row(row(d, text(&d["day"])));

@@ -81,7 +81,12 @@ struct CreateArgs {
     #[arg(long, value_name = "REF")]
     image: Option<String>,
     /// A platform of the image (repeatable) [default: all].
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]", requires = "image", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "OS/ARCH[/VARIANT]",
+        requires = "image",
+        value_delimiter = ','
+    )]
     platform: Vec<String>,
     /// A file to distribute: its http(s) URL.
     #[arg(long, value_name = "URL")]
@@ -141,8 +146,10 @@ async fn input_of(client: &Client, a: &CreateArgs) -> Result<Value, ClientError>
     for n in &a.node {
         nodes.push(client.resolve("/api/v1/nodes", "node", n).await?);
     }
-    Ok(json!({"name": a.name, "source": source, "clusters": clusters, "nodes": nodes,
-              "schedule": schedule, "bandwidth": a.limit.map(|l| l.bytes_per_sec())}))
+    Ok(
+        json!({"name": a.name, "source": source, "clusters": clusters, "nodes": nodes,
+              "schedule": schedule, "bandwidth": a.limit.map(|l| l.bytes_per_sec())}),
+    )
 }
 
 /// What a task distributes, in a few words.
@@ -170,8 +177,20 @@ fn schedule_text(t: &Value) -> String {
     let s = &t["schedule"];
     match s["kind"].as_str() {
         Some("at") => format!("at {}", output::time_of(&s["at"])),
-        Some("cron") => format!("cron {:?} (next {})", text(&s["cron"]), output::time_of(&t["next_run_at"])),
+        Some("cron") => format!(
+            "cron {:?} (next {})",
+            text(&s["cron"]),
+            output::time_of(&t["next_run_at"])
+        ),
         _ => "now".into(),
+    }
+}
+
+/// A task's state, with the reason when it failed or stopped: `failed (no registered node …)`.
+fn state_text(t: &Value) -> String {
+    match (t["state"].as_str(), t["error"].as_str()) {
+        (Some(s @ ("failed" | "stopped")), Some(e)) => format!("{s} ({e})"),
+        _ => text(&t["state"]),
     }
 }
 
@@ -204,8 +223,9 @@ pub(super) async fn task(args: TaskArgs) -> Result<i32, ClientError> {
             }
             let reply = client.get("/api/v1/tasks", &query).await?;
             output::show(&client, &reply, |v| {
-                let mut table =
-                    Table::new(&["ID", "NAME", "KIND", "STATE", "NODES", "PROGRESS", "CREATED"]);
+                let mut table = Table::new(&[
+                    "ID", "NAME", "KIND", "STATE", "NODES", "PROGRESS", "CREATED",
+                ]);
                 for t in v.as_array().into_iter().flatten() {
                     let p = &t["progress"];
                     table.row(vec![
@@ -226,7 +246,7 @@ pub(super) async fn task(args: TaskArgs) -> Result<i32, ClientError> {
             let body = input_of(&client, &a).await?;
             let reply = client.post("/api/v1/tasks", &body).await?;
             output::show(&client, &reply, |t| {
-                println!("task {} created: {}", int(&t["id"]), text(&t["state"]));
+                println!("task {} created: {}", int(&t["id"]), state_text(t));
                 Ok(())
             })
         }
@@ -255,7 +275,7 @@ pub(super) async fn task(args: TaskArgs) -> Result<i32, ClientError> {
                 println!(
                     "task {} created from task {id}: {}",
                     int(&t["id"]),
-                    text(&t["state"])
+                    state_text(t)
                 );
                 Ok(())
             })
@@ -283,13 +303,32 @@ async fn show(client: &Client, id: i64) -> Result<i32, ClientError> {
         ("clusters", text(&t["clusters"])),
         ("nodes", text(&t["nodes"])),
         ("schedule", schedule_text(&t)),
-        ("limit", t["bandwidth"].as_i64().map(output::rate).unwrap_or_else(|| "none".into())),
+        (
+            "limit",
+            t["bandwidth"]
+                .as_i64()
+                .map(output::rate)
+                .unwrap_or_else(|| "none".into()),
+        ),
         ("state", text(&t["state"])),
         ("error", text(&t["error"])),
-        ("created", format!("{} by {}", output::time_of(&t["created_at"]), text(&t["created_by"]))),
+        (
+            "created",
+            format!(
+                "{} by {}",
+                output::time_of(&t["created_at"]),
+                text(&t["created_by"])
+            ),
+        ),
         ("started", output::time_of(&t["started_at"])),
         ("finished", output::time_of(&t["finished_at"])),
-        ("duration", t["duration_ms"].as_i64().map(output::duration).unwrap_or_else(|| "-".into())),
+        (
+            "duration",
+            t["duration_ms"]
+                .as_i64()
+                .map(output::duration)
+                .unwrap_or_else(|| "-".into()),
+        ),
         ("nodes done", nodes_done(p)),
         (
             "bytes",
@@ -370,7 +409,14 @@ async fn logs(client: &Client, id: i64, follow: bool) -> Result<i32, ClientError
     loop {
         // Read the state first: lines written before a task ended are all there once it has.
         let done = !follow
-            || ended(text(&client.get_value(&format!("/api/v1/tasks/{id}"), &[]).await?["state"]).as_str());
+            || ended(
+                text(
+                    &client
+                        .get_value(&format!("/api/v1/tasks/{id}"), &[])
+                        .await?["state"],
+                )
+                .as_str(),
+            );
         let (lines, raw, last) = new_logs(client, id, after).await?;
         after = last;
         let full = lines.len() >= LOG_PAGE;

@@ -100,7 +100,12 @@ enum RoleCommand {
         /// The role's name.
         name: String,
         /// A permission, e.g. tasks:write (repeatable or comma-separated).
-        #[arg(long, value_name = "PERMISSION", value_delimiter = ',', required = true)]
+        #[arg(
+            long,
+            value_name = "PERMISSION",
+            value_delimiter = ',',
+            required = true
+        )]
         permission: Vec<String>,
         /// What it is for.
         #[arg(long, default_value = "")]
@@ -213,8 +218,17 @@ pub(super) async fn user(args: UserArgs) -> Result<i32, ClientError> {
                         int(&u["id"]).to_string(),
                         text(&u["name"]),
                         int(&u["tenant_id"]).to_string(),
-                        if u["disabled"] == true { "disabled" } else { "enabled" }.into(),
-                        if roles.is_empty() { "-".into() } else { roles.join(", ") },
+                        if u["disabled"] == true {
+                            "disabled"
+                        } else {
+                            "enabled"
+                        }
+                        .into(),
+                        if roles.is_empty() {
+                            "-".into()
+                        } else {
+                            roles.join(", ")
+                        },
                     ]);
                 }
                 table.print();
@@ -260,7 +274,10 @@ pub(super) async fn user(args: UserArgs) -> Result<i32, ClientError> {
             let id = user_id(&client, &user).await?;
             let password = new_password(password_stdin, &user)?;
             let reply = client
-                .patch(&format!("/api/v1/users/{id}"), &json!({"password": password}))
+                .patch(
+                    &format!("/api/v1/users/{id}"),
+                    &json!({"password": password}),
+                )
                 .await?;
             output::show(&client, &reply, |u| {
                 println!("password of user {id} ({}) changed", text(&u["name"]));
@@ -310,7 +327,10 @@ pub(super) async fn user(args: UserArgs) -> Result<i32, ClientError> {
 async fn set_disabled(client: &Client, user: &str, disabled: bool) -> Result<i32, ClientError> {
     let id = user_id(client, user).await?;
     let reply = client
-        .patch(&format!("/api/v1/users/{id}"), &json!({"disabled": disabled}))
+        .patch(
+            &format!("/api/v1/users/{id}"),
+            &json!({"disabled": disabled}),
+        )
         .await?;
     output::show(client, &reply, |u| {
         let state = if disabled { "disabled" } else { "enabled" };
@@ -331,7 +351,12 @@ pub(super) async fn role(args: RoleArgs) -> Result<i32, ClientError> {
                     table.row(vec![
                         int(&r["id"]).to_string(),
                         text(&r["name"]),
-                        if r["builtin"] == true { "built-in" } else { "custom" }.into(),
+                        if r["builtin"] == true {
+                            "built-in"
+                        } else {
+                            "custom"
+                        }
+                        .into(),
                         text(&r["permissions"]),
                     ]);
                 }
@@ -346,7 +371,15 @@ pub(super) async fn role(args: RoleArgs) -> Result<i32, ClientError> {
                 output::print_fields(&[
                     ("id", int(&r["id"]).to_string()),
                     ("name", text(&r["name"])),
-                    ("kind", if r["builtin"] == true { "built-in" } else { "custom" }.into()),
+                    (
+                        "kind",
+                        if r["builtin"] == true {
+                            "built-in"
+                        } else {
+                            "custom"
+                        }
+                        .into(),
+                    ),
                     ("description", text(&r["description"])),
                     ("permissions", text(&r["permissions"])),
                 ]);
@@ -441,7 +474,9 @@ pub(super) async fn tenant(args: TenantArgs) -> Result<i32, ClientError> {
             let policy = match policy {
                 Some(p) => p.as_str().to_string(),
                 None => text(
-                    &client.get_value(&format!("/api/v1/tenants/{id}"), &[]).await?["budget_policy"],
+                    &client
+                        .get_value(&format!("/api/v1/tenants/{id}"), &[])
+                        .await?["budget_policy"],
                 ),
             };
             let reply = client

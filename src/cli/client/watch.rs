@@ -26,7 +26,11 @@ struct Snapshot {
     logs: Vec<Value>,
 }
 
-async fn poll(client: &Client, id: i64, after: Option<i64>) -> Result<(Snapshot, Option<i64>), ClientError> {
+async fn poll(
+    client: &Client,
+    id: i64,
+    after: Option<i64>,
+) -> Result<(Snapshot, Option<i64>), ClientError> {
     // The task first: once it has ended, the nodes and log lines read after it are final too.
     let reply = client.get(&format!("/api/v1/tasks/{id}"), &[]).await?;
     let task = reply.value()?;
@@ -262,7 +266,10 @@ mod tests {
     #[test]
     fn outcome_lines() {
         let t = json!({"id": 5, "state": "failed", "duration_ms": 3000, "error": "1 of 2 nodes succeeded"});
-        assert_eq!(super::outcome(&t), "task 5 failed in 3s: 1 of 2 nodes succeeded");
+        assert_eq!(
+            super::outcome(&t),
+            "task 5 failed in 3s: 1 of 2 nodes succeeded"
+        );
         let t = json!({"id": 5, "state": "succeeded", "duration_ms": 999, "error": "succeeded on 2 nodes"});
         assert_eq!(super::outcome(&t), "task 5 succeeded in 999ms");
     }

@@ -10,8 +10,6 @@
 pub mod run;
 mod types;
 
-use std::collections::BTreeSet;
-
 use axum::Json;
 use axum::extract::{Extension, State};
 use sqlx::Row as _;
@@ -54,7 +52,9 @@ fn task_of(row: &AnyRow) -> Result<Task, sqlx::Error> {
             at: row.try_get::<Option<i64>, _>("run_at")?.unwrap_or(0),
         },
         "cron" => Schedule::Cron {
-            cron: row.try_get::<Option<String>, _>("cron")?.unwrap_or_default(),
+            cron: row
+                .try_get::<Option<String>, _>("cron")?
+                .unwrap_or_default(),
         },
         _ => Schedule::Now,
     };
@@ -84,16 +84,33 @@ fn task_of(row: &AnyRow) -> Result<Task, sqlx::Error> {
 }
 
 /// Adds the per-node totals to a task.
-async fn with_progress(state: &ManagerState, mut task: Task) -> ApiResult<Task> {
-    let rows = sqlx::query(
-        "SELECT state, COUNT(*) AS n, CAST(SUM(bytes_total) AS BIGINT) AS bt, CAST(SUM(bytes_done) AS BIGINT) AS bd, \
-         CAST(SUM(bytes_peer) AS BIGINT) AS bp, CAST(SUM(bytes_upstream) AS BIGINT) AS bu FROM task_nodes WHERE task_id = $1 GROUP BY state",
-    )
-    .bind(task.id)
+async fn with_progress(state: &ManagerState, task: Task) -> ApiResult<Task> {
+    Ok(with_progress_all(state, vec![task]).await?.remove(0))
+}
+
+/// Adds the per-node totals to tasks, in one query.
+async fn with_progress_all(state: &ManagerState, mut tasks: Vec<Task>) -> ApiResult<Vec<Task>> {
+    if tasks.is_empty() {
+        return Ok(tasks);
+    }
+    // Ids are numbers from the database: listing them inline is safe, and the Any driver has
+    // no array parameters.
+    let ids = tasks
+        .iter()
+        .map(|t| t.id.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT task_id, state, COUNT(*) AS n, CAST(SUM(bytes_total) AS BIGINT) AS bt, \
+         CAST(SUM(bytes_done) AS BIGINT) AS bd, CAST(SUM(bytes_peer) AS BIGINT) AS bp, \
+         CAST(SUM(bytes_upstream) AS BIGINT) AS bu FROM task_nodes WHERE task_id IN ({ids}) \
+         GROUP BY task_id, state"
+    )))
     .fetch_all(&state.db.pool)
     .await?;
-    let mut p = TaskProgress::default();
+    let mut by_task: std::collections::HashMap<i64, TaskProgress> = Default::default();
     for r in &rows {
+        let p = by_task.entry(r.try_get("task_id")?).or_default();
         let n = sum_col(r, "n");
         p.nodes_total += n;
         p.nodes.insert(r.try_get("state")?, n);
@@ -102,13 +119,18 @@ async fn with_progress(state: &ManagerState, mut task: Task) -> ApiResult<Task> 
         p.bytes_peer += sum_col(r, "bp");
         p.bytes_upstream += sum_col(r, "bu");
     }
-    task.progress = p;
-    Ok(task)
+    for t in &mut tasks {
+        t.progress = by_task.remove(&t.id).unwrap_or_default();
+    }
+    Ok(tasks)
 }
 
 /// Reads an aggregate (cast to BIGINT in the query); NULL (no rows) is 0.
 pub fn sum_col(row: &AnyRow, col: &str) -> i64 {
-    row.try_get::<Option<i64>, _>(col).ok().flatten().unwrap_or(0)
+    row.try_get::<Option<i64>, _>(col)
+        .ok()
+        .flatten()
+        .unwrap_or(0)
 }
 
 /// Whether `scope` covers every cluster a task reaches.
@@ -117,13 +139,20 @@ fn covers(scope: &ClusterScope, clusters: &[i64]) -> bool {
 }
 
 /// A task the caller may reach with `p`, or 404 / 403.
-async fn visible(state: &ManagerState, caller: &Caller, p: Permission, id: i64) -> ApiResult<(Task, Vec<i64>)> {
+async fn visible(
+    state: &ManagerState,
+    caller: &Caller,
+    p: Permission,
+    id: i64,
+) -> ApiResult<(Task, Vec<i64>)> {
     let not_found = || ApiError::not_found(format!("task {id}"));
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM tasks WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(&state.db.pool)
-        .await?
-        .ok_or_else(not_found)?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tasks WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&state.db.pool)
+    .await?
+    .ok_or_else(not_found)?;
     let scope_clusters: Vec<i64> = json_col(&row, "scope_clusters");
     let task = task_of(&row)?;
     if !caller.sees_tenant(task.tenant_id)
@@ -165,12 +194,12 @@ async fn list(
         if !covers(&scope, &reach) || q.cluster_id.is_some_and(|c| !reach.contains(&c)) {
             continue;
         }
-        out.push(with_progress(&state, task_of(row)?).await?);
+        out.push(task_of(row)?);
         if out.len() as i64 >= limit {
             break;
         }
     }
-    Ok(Json(out))
+    Ok(Json(with_progress_all(&state, out).await?))
 }
 
 /// Creates a task; `now` tasks start at once (or wait for bandwidth budget).
@@ -187,7 +216,10 @@ async fn create(
     let id = create_task(&state, &caller, input, None).await?;
     audit.detail(format!("task {id}"));
     let (task, _) = visible(&state, &caller, Permission::TasksRead, id).await?;
-    Ok((http::StatusCode::CREATED, Json(with_progress(&state, task).await?)))
+    Ok((
+        http::StatusCode::CREATED,
+        Json(with_progress(&state, task).await?),
+    ))
 }
 
 /// Checks a task's input and writes it; starts it when it runs now.
@@ -213,8 +245,9 @@ async fn create_task(
     }
     let now = state.now_ms();
     let (schedule, run_at, cron, next_run_at, initial) = match &input.schedule {
-        Schedule::Now => ("now", None, None, None, "waiting"),
-        Schedule::At { at } if *at <= now => ("at", Some(*at), None, None, "waiting"),
+        // `starting`: the scheduler leaves it alone while this request decides its fate.
+        Schedule::Now => ("now", None, None, None, "starting"),
+        Schedule::At { at } if *at <= now => ("at", Some(*at), None, None, "starting"),
         Schedule::At { at } => ("at", Some(*at), None, Some(*at), "scheduled"),
         Schedule::Cron { cron } => {
             let next = run::next_cron(cron, now).map_err(ApiError::invalid)?;
@@ -252,7 +285,7 @@ async fn create_task(
     .fetch_one(&state.db.pool)
     .await?
     .try_get("id")?;
-    if initial == "waiting" {
+    if initial == "starting" {
         match run::start(state, id).await {
             Ok(_) => {}
             Err(run::StartError::Refused(message)) => {
@@ -294,7 +327,10 @@ async fn stop(
 ) -> ApiResult<Json<Task>> {
     let (task, _) = visible(&state, &caller, Permission::TasksWrite, id).await?;
     if matches!(task.state.as_str(), "succeeded" | "failed" | "stopped") {
-        return Err(ApiError::conflict(format!("task {id} is already {}", task.state)));
+        return Err(ApiError::conflict(format!(
+            "task {id} is already {}",
+            task.state
+        )));
     }
     run::stop(&state, id, &format!("stopped by {}", caller.name)).await?;
     let (task, _) = visible(&state, &caller, Permission::TasksRead, id).await?;
@@ -363,7 +399,10 @@ async fn copy(
     let new = create_task(&state, &caller, input, Some(id)).await?;
     audit.detail(format!("task {new} copied from {id}"));
     let (task, _) = visible(&state, &caller, Permission::TasksRead, new).await?;
-    Ok((http::StatusCode::CREATED, Json(with_progress(&state, task).await?)))
+    Ok((
+        http::StatusCode::CREATED,
+        Json(with_progress(&state, task).await?),
+    ))
 }
 
 /// The task's per-node state and progress.
@@ -383,7 +422,9 @@ async fn nodes(
     .bind(id)
     .fetch_all(&state.db.pool)
     .await?;
-    Ok(Json(rows.iter().map(node_task_of).collect::<Result<_, _>>()?))
+    Ok(Json(
+        rows.iter().map(node_task_of).collect::<Result<_, _>>()?,
+    ))
 }
 
 /// The columns [`node_task_of`] reads.
@@ -412,7 +453,11 @@ fn node_task_of(r: &AnyRow) -> Result<NodeTask, sqlx::Error> {
 ///
 /// # Errors
 /// Database failures.
-pub async fn recent_for_node(state: &ManagerState, node: i64, limit: i64) -> ApiResult<Vec<NodeTask>> {
+pub async fn recent_for_node(
+    state: &ManagerState,
+    node: i64,
+    limit: i64,
+) -> ApiResult<Vec<NodeTask>> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {NODE_TASK_COLUMNS} FROM task_nodes tn JOIN nodes n ON n.id = tn.node_id \
          WHERE tn.node_id = $1 ORDER BY tn.task_id DESC LIMIT $2"
@@ -459,11 +504,6 @@ async fn logs(
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     Ok(Json(lines))
-}
-
-/// Every cluster id a caller's scope for `p` covers among `ids`.
-pub fn covered(scope: &ClusterScope, ids: &BTreeSet<i64>) -> bool {
-    ids.iter().all(|c| scope.covers(*c))
 }
 
 pub(super) fn routes() -> OpenApiRouter<ManagerState> {

@@ -75,20 +75,25 @@ pub async fn start(state: &ManagerState, id: i64) -> Result<bool, StartError> {
     // One start at a time per manager; on PostgreSQL the tenant row's lock orders managers.
     let _guard = state.work.start_lock.lock().await;
     let mut tx = state.db.begin_write().await?;
-    let task = sqlx::query("SELECT tenant_id, bandwidth, clusters, nodes, state FROM tasks WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some(task) = task else { return Ok(false) };
-    if task.try_get::<String, _>("state")? != "waiting" {
-        return Ok(false);
-    }
-    let tenant: i64 = task.try_get("tenant_id")?;
+    // On PostgreSQL the task's row lock makes a second manager starting it wait, then see it
+    // running; SQLite's IMMEDIATE transaction already excludes other writers.
     let lock = if state.db.backend == Backend::Postgres {
         " FOR UPDATE"
     } else {
         ""
     };
+    let task = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT tenant_id, bandwidth, clusters, nodes, state FROM tasks WHERE id = $1{lock}"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(task) = task else { return Ok(false) };
+    let current: String = task.try_get("state")?;
+    if current != "waiting" && current != "starting" {
+        return Ok(false);
+    }
+    let tenant: i64 = task.try_get("tenant_id")?;
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT bandwidth_budget, budget_policy FROM tenants WHERE id = $1{lock}"
     )))
@@ -102,15 +107,35 @@ pub async fn start(state: &ManagerState, id: i64) -> Result<bool, StartError> {
         // In a tenant with a budget, a task without a limit takes the whole budget.
         let want = *bandwidth.get_or_insert(budget);
         let used = tenants::bandwidth_in_use(&mut *tx, tenant).await?;
-        if used + want > budget {
-            let message = format!(
-                "the tenant's bandwidth budget ({budget} B/s) has {} B/s free; the task needs {want} B/s",
-                (budget - used).max(0)
-            );
+        // Tasks start in order: a newer one does not take room an older waiting one needs.
+        let older_waiting = super::sum_col(
+            &sqlx::query(
+                "SELECT COUNT(*) AS n FROM tasks WHERE tenant_id = $1 AND state = 'waiting' AND id < $2",
+            )
+            .bind(tenant)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?,
+            "n",
+        );
+        if used + want > budget || older_waiting > 0 {
+            let message = if older_waiting > 0 {
+                format!("{older_waiting} older tasks of the tenant wait for bandwidth budget")
+            } else {
+                format!(
+                    "the tenant's bandwidth budget ({budget} B/s) has {} B/s free; the task needs {want} B/s",
+                    (budget - used).max(0)
+                )
+            };
             if policy == "refuse" {
                 return Err(StartError::Refused(message));
             }
-            drop(tx);
+            sqlx::query("UPDATE tasks SET state = 'waiting', updated_at = $1 WHERE id = $2")
+                .bind(state.now_ms())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
             if !state.work.told_waiting(id) {
                 log(state, id, "info", &format!("waiting: {message}")).await?;
             }
@@ -151,7 +176,13 @@ pub async fn start(state: &ManagerState, id: i64) -> Result<bool, StartError> {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        log(state, id, "error", "no registered node in the task's targets").await?;
+        log(
+            state,
+            id,
+            "error",
+            "no registered node in the task's targets",
+        )
+        .await?;
         return Ok(true);
     }
     for node in &nodes {
@@ -173,7 +204,13 @@ pub async fn start(state: &ManagerState, id: i64) -> Result<bool, StartError> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    log(state, id, "info", &format!("started on {} nodes", nodes.len())).await?;
+    log(
+        state,
+        id,
+        "info",
+        &format!("started on {} nodes", nodes.len()),
+    )
+    .await?;
     for node in nodes {
         state.work.wake(node);
     }
@@ -203,7 +240,7 @@ pub async fn nodes_of(state: &ManagerState, task: i64) -> ApiResult<Vec<i64>> {
 pub async fn stop(state: &ManagerState, id: i64, why: &str) -> ApiResult<()> {
     let now = state.now_ms();
     let runs: Vec<i64> = sqlx::query(
-        "SELECT id FROM tasks WHERE (id = $1 OR parent_id = $1) AND state IN ('scheduled', 'waiting', 'running')",
+        "SELECT id FROM tasks WHERE (id = $1 OR parent_id = $1) AND state IN ('scheduled', 'starting', 'waiting', 'running')",
     )
     .bind(id)
     .fetch_all(&state.db.pool)
@@ -215,7 +252,7 @@ pub async fn stop(state: &ManagerState, id: i64, why: &str) -> ApiResult<()> {
         let mut tx = state.db.begin_write().await?;
         sqlx::query(
             "UPDATE tasks SET state = 'stopped', error = $1, next_run_at = NULL, finished_at = $2, updated_at = $2 \
-             WHERE id = $3 AND state IN ('scheduled', 'waiting', 'running')",
+             WHERE id = $3 AND state IN ('scheduled', 'starting', 'waiting', 'running')",
         )
         .bind(why)
         .bind(now)
@@ -264,10 +301,12 @@ pub async fn stop_node_assignments(state: &ManagerState, node: i64, why: &str) -
 /// # Errors
 /// Database failures.
 pub async fn settle(state: &ManagerState, id: i64) -> ApiResult<()> {
-    let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM task_nodes WHERE task_id = $1 GROUP BY state")
-        .bind(id)
-        .fetch_all(&state.db.pool)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT state, COUNT(*) AS n FROM task_nodes WHERE task_id = $1 GROUP BY state",
+    )
+    .bind(id)
+    .fetch_all(&state.db.pool)
+    .await?;
     let mut total = 0;
     let mut succeeded = 0;
     let mut failed = 0;
@@ -308,7 +347,15 @@ pub async fn settle(state: &ManagerState, id: i64) -> ApiResult<()> {
             None => format!("succeeded on {total} nodes"),
             Some(e) => e.clone(),
         };
-        log(state, id, if error.is_none() { "info" } else { "error" }, &line).await?;
+        log(
+            state,
+            id,
+            if error.is_none() { "info" } else { "error" },
+            &line,
+        )
+        .await?;
+        // Its bandwidth is free again: waiting tasks need not wait for the next tick.
+        start_waiting(state).await?;
     }
     Ok(())
 }
@@ -347,7 +394,9 @@ pub async fn tick(state: &ManagerState) -> ApiResult<()> {
         let old: i64 = row.try_get("next_run_at")?;
         let schedule: String = row.try_get("schedule")?;
         if schedule == "cron" {
-            let expr: String = row.try_get::<Option<String>, _>("cron")?.unwrap_or_default();
+            let expr: String = row
+                .try_get::<Option<String>, _>("cron")?
+                .unwrap_or_default();
             let next = next_cron(&expr, now.max(old)).ok();
             if !claim(state, id, old, next).await? {
                 continue;
@@ -365,6 +414,18 @@ pub async fn tick(state: &ManagerState) -> ApiResult<()> {
                 .await?;
         }
     }
+    // A creation that died between writing its task and starting it leaves it `starting`.
+    sqlx::query("UPDATE tasks SET state = 'waiting', updated_at = $1 WHERE state = 'starting' AND created_at < $2")
+        .bind(now)
+        .bind(now - 60_000)
+        .execute(&state.db.pool)
+        .await?;
+    start_waiting(state).await
+}
+
+/// Starts waiting tasks, oldest first, as budgets allow.
+async fn start_waiting(state: &ManagerState) -> ApiResult<()> {
+    let now = state.now_ms();
     let waiting: Vec<i64> = sqlx::query("SELECT id FROM tasks WHERE state = 'waiting' ORDER BY id")
         .fetch_all(&state.db.pool)
         .await?

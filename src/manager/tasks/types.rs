@@ -276,9 +276,13 @@ pub(super) async fn check_input(
         } => {
             let (url, digest, version) = match (url, version_id) {
                 (Some(_), Some(_)) => {
-                    return Err(ApiError::invalid("give a file's url or its version_id, not both"));
+                    return Err(ApiError::invalid(
+                        "give a file's url or its version_id, not both",
+                    ));
                 }
-                (None, None) => return Err(ApiError::invalid("a file task needs a url or a version_id")),
+                (None, None) => {
+                    return Err(ApiError::invalid("a file task needs a url or a version_id"));
+                }
                 (Some(url), None) => (url.clone(), digest.clone(), None),
                 (None, Some(v)) => {
                     let row = sqlx::query(
@@ -292,8 +296,7 @@ pub(super) async fn check_input(
                     (row.try_get("url")?, Some(row.try_get("digest")?), Some(*v))
                 }
             };
-            let parsed = crate::files::parse_url(&url)
-                .map_err(|e| ApiError::invalid(e.message))?;
+            let parsed = crate::files::parse_url(&url).map_err(|e| ApiError::invalid(e.message))?;
             if let Some(d) = &digest {
                 d.parse::<crate::oci::Digest>()
                     .map_err(|e| ApiError::invalid(format!("invalid digest: {e}")))?;
