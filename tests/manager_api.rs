@@ -242,12 +242,45 @@ async fn suite(m: &TestManager) {
     );
     let cron = task_state(&admin, cron_id).await;
     assert_eq!(cron["next_run_at"].as_i64().unwrap(), next + 5 * 60_000);
+    // The next occurrence comes while the first run still goes: it is skipped, not piled up.
     m.clock.set(next + 5 * 60_000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while task_state(&admin, cron_id).await["next_run_at"]
+        .as_i64()
+        .unwrap()
+        != next + 10 * 60_000
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the occurrence was not passed over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        runs(&admin, cron_id).await,
+        1,
+        "a run started beside a running one"
+    );
+    let cron_log = admin.get_ok(&format!("/api/v1/tasks/{cron_id}/logs")).await;
+    assert!(
+        cron_log.to_string().contains("skipped an occurrence"),
+        "{cron_log}"
+    );
+    let first_run = admin
+        .get_ok(&format!("/api/v1/tasks?parent_id={cron_id}"))
+        .await[0]["id"]
+        .as_i64()
+        .unwrap();
+    for n in [&a, &b, &c] {
+        n.report(first_run, "succeeded", 1000, 1000, 0).await;
+    }
+    assert_eq!(task_state(&admin, first_run).await["state"], "succeeded");
+    m.clock.set(next + 10 * 60_000);
     wait_runs(&admin, cron_id, 2).await;
     admin
         .post_ok(&format!("/api/v1/tasks/{cron_id}/stop"), json!({}), 200)
         .await;
-    m.clock.set(next + 10 * 60_000);
+    m.clock.set(next + 15 * 60_000);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(runs(&admin, cron_id).await, 2, "a stopped cron task fired");
 
@@ -364,7 +397,8 @@ async fn suite(m: &TestManager) {
     assert_eq!(by_id(t2).unwrap()["bytes_peer"], 1500);
     assert!(by_id(t3).is_some());
     let total = &stats["total"];
-    assert_eq!(total["succeeded"].as_i64().unwrap(), 1);
+    // t2 and the cron task's first run.
+    assert_eq!(total["succeeded"].as_i64().unwrap(), 2);
     assert!(total["tasks"].as_i64().unwrap() >= 3);
 
     // Delete removes the task and its per-node rows.
@@ -579,11 +613,21 @@ async fn two_managers_fire_a_cron_task_once() {
         // Both managers tick five times per second: give them time to double-fire.
         tokio::time::sleep(Duration::from_millis(1000)).await;
         assert_eq!(runs(&admin2, id).await, round, "round {round}");
+        // The node, polling the second manager, sees the run whichever manager started it,
+        // and finishes it before the next occurrence.
+        let work = node.work(&[], 0).await;
+        assert_eq!(work.len(), 1, "round {round}: {work:?}");
+        node.report(work[0], "succeeded", 1000, 0, 1000).await;
         next += 3_600_000;
     }
-    // The node, polling the second manager, sees the runs the first one may have started.
-    let work = node.work(&[], 0).await;
-    assert_eq!(work.len(), 5, "{work:?}");
+    let all = admin.get_ok(&format!("/api/v1/tasks?parent_id={id}")).await;
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] == "succeeded"),
+        "{all}"
+    );
     m1.shutdown().await;
     m2.shutdown().await;
 }
@@ -697,10 +741,24 @@ async fn kubernetes_members_decide_who_gets_work() {
     assert_eq!(t["progress"]["nodes"]["stopped"], 1, "{t}");
 
     // The API server fails: the error is shown, the members stay.
-    let dead = admin
+    // Pointing the cluster elsewhere does not carry the stored token along.
+    let moved = admin
         .put(
             &format!("/api/v1/clusters/{cid}"),
             json!({"name": "k8s", "spec": {"kind": "kubernetes", "api_server": "http://127.0.0.1:9", "token": "********",
+                   "label_selector": "shoal.io/node=true"}}),
+        )
+        .await;
+    assert_eq!(
+        (moved.0, moved.1["code"].as_str()),
+        (400, Some("INVALID")),
+        "{}",
+        moved.1
+    );
+    let dead = admin
+        .put(
+            &format!("/api/v1/clusters/{cid}"),
+            json!({"name": "k8s", "spec": {"kind": "kubernetes", "api_server": "http://127.0.0.1:9", "token": "other-token",
                    "label_selector": "shoal.io/node=true"}}),
         )
         .await;
@@ -713,6 +771,8 @@ async fn kubernetes_members_decide_who_gets_work() {
         dead.1
     );
     assert_eq!(dead.1["members"].as_array().unwrap().len(), 1);
-    assert!(!dead.1.to_string().contains("secret-token"));
+    assert!(
+        !dead.1.to_string().contains("secret-token") && !dead.1.to_string().contains("other-token")
+    );
     m.shutdown().await;
 }

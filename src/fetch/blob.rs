@@ -57,7 +57,11 @@ impl Fetcher {
         }
         let mut inflight = self.inflight.lock().unwrap();
         if let Some(download) = inflight.get(&req.digest) {
-            download.share();
+            // A task's request takes over a download started only for peers; anyone else
+            // joins it, and it then goes on for them whatever its starter does.
+            if !req.meter.as_ref().is_some_and(|m| download.adopt(m)) {
+                download.share();
+            }
             return Ok(Blob::Downloading {
                 download: download.clone(),
                 leader: false,

@@ -108,8 +108,13 @@ pub struct Download {
     recent: Mutex<VecDeque<(u32, u64, Bytes)>>,
     /// What peers may take of it (once the size is known).
     view: Mutex<Option<PieceView>>,
-    /// The meter of the request that started it.
-    meter: Option<Arc<super::Meter>>,
+    /// The meter of the request that started it, or of the task that adopted it.
+    meter: std::sync::OnceLock<Arc<super::Meter>>,
+    /// Signalled when a meter is adopted.
+    adopted: tokio::sync::Notify,
+    /// Started for peers (a fetch hint), with nobody of this node waiting: the first metered
+    /// request that joins adopts it.
+    for_peers: AtomicBool,
     /// Whether another request has joined it (then stopping the meter does not end it).
     shared: AtomicBool,
 }
@@ -143,24 +148,41 @@ impl Download {
             state,
             recent: Mutex::new(VecDeque::new()),
             view: Mutex::new(None),
-            meter,
+            meter: meter.map(std::sync::OnceLock::from).unwrap_or_default(),
+            adopted: tokio::sync::Notify::new(),
+            for_peers: AtomicBool::new(false),
             shared: AtomicBool::new(false),
         }
     }
 
-    /// The meter of the request that started the download.
+    /// The meter of the request that started (or adopted) the download.
     pub(super) fn meter(&self) -> Option<&super::Meter> {
-        self.meter.as_deref()
+        self.meter.get().map(Arc::as_ref)
     }
 
     /// The same, to hand to a task.
     pub(super) fn meter_handle(&self) -> Option<Arc<super::Meter>> {
-        self.meter.clone()
+        self.meter.get().cloned()
+    }
+
+    /// Marks a download started for peers, which a task's request may adopt.
+    pub(super) fn mark_for_peers(&self) {
+        self.for_peers.store(true, Ordering::Relaxed);
+    }
+
+    /// A metered request joins: a download started for peers becomes its own (limited, counted
+    /// and stoppable by it). Returns whether it did.
+    pub(super) fn adopt(&self, meter: &Arc<super::Meter>) -> bool {
+        if self.for_peers.swap(false, Ordering::Relaxed) && self.meter.set(meter.clone()).is_ok() {
+            self.adopted.notify_waiters();
+            return true;
+        }
+        false
     }
 
     /// Counts `bytes` received from `source` on the starter's meter.
     pub(super) fn count(&self, source: Source, bytes: u64) {
-        if let Some(m) = &self.meter {
+        if let Some(m) = self.meter.get() {
             m.count(source, bytes);
         }
     }
@@ -173,14 +195,19 @@ impl Download {
     /// Resolves when the starter's meter is stopped while nobody else has joined: the download
     /// should end. Never resolves otherwise.
     pub(super) async fn unwanted(&self) {
-        match &self.meter {
-            Some(m) => {
+        loop {
+            // Armed before looking, so an adoption in between is not missed.
+            let adopted = self.adopted.notified();
+            tokio::pin!(adopted);
+            adopted.as_mut().enable();
+            if let Some(m) = self.meter.get() {
                 m.stopped().await;
                 if self.shared.load(Ordering::Relaxed) {
                     std::future::pending::<()>().await;
                 }
+                return;
             }
-            None => std::future::pending().await,
+            adopted.await;
         }
     }
 

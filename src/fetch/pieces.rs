@@ -186,7 +186,15 @@ impl PieceService for StorePieces {
                         file,
                         meter: None,
                     };
-                    fetcher.blob(&req).ok()?
+                    let blob = fetcher.blob(&req).ok()?;
+                    if let Blob::Downloading {
+                        download,
+                        leader: true,
+                    } = &blob
+                    {
+                        download.mark_for_peers();
+                    }
+                    blob
                 }
             };
             let download = match held {

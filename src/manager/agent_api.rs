@@ -2,7 +2,7 @@
 //! token, heartbeats, the long poll for work, and progress reports.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::Json;
@@ -10,7 +10,7 @@ use axum::extract::{Extension, FromRequestParts, State};
 use axum::http::request::Parts;
 use serde::Deserialize;
 use sqlx::Row as _;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -28,30 +28,44 @@ use super::protocol::{
 /// Wakes the long polls of nodes whose assignments changed, and orders task starts.
 #[derive(Default)]
 pub struct WorkSignals {
-    waiters: Mutex<HashMap<i64, Arc<Notify>>>,
+    /// Per node, a generation bumped at every change: every poll of the node sees it.
+    waiters: Mutex<HashMap<i64, watch::Sender<u64>>>,
     /// Held while a task starts, so budget checks in one manager do not interleave.
     pub start_lock: tokio::sync::Mutex<()>,
     waiting_told: Mutex<HashSet<i64>>,
 }
 
 impl WorkSignals {
-    fn notify(&self, node: i64) -> Arc<Notify> {
+    /// A receiver of `node`'s changes, with the current generation marked seen.
+    fn subscribe(&self, node: i64) -> watch::Receiver<u64> {
         self.waiters
             .lock()
             .unwrap()
             .entry(node)
-            .or_insert_with(|| Arc::new(Notify::new()))
-            .clone()
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
-    /// Wakes `node`'s long poll (or makes its next one return at once).
+    /// Wakes every long poll of `node` (a poll that starts later reads the change anyway).
     pub fn wake(&self, node: i64) {
-        self.notify(node).notify_one();
+        if let Some(tx) = self.waiters.lock().unwrap().get(&node) {
+            tx.send_modify(|g| *g += 1);
+        }
     }
 
     /// Whether the "waiting for budget" line was already logged for `task` (and notes it).
     pub fn told_waiting(&self, task: i64) -> bool {
-        !self.waiting_told.lock().unwrap().insert(task)
+        let mut told = self.waiting_told.lock().unwrap();
+        // Tasks that started long ago need no memory; a bound keeps the set small.
+        if told.len() > 100_000 {
+            told.clear();
+        }
+        !told.insert(task)
+    }
+
+    /// Forgets `task` once it no longer waits.
+    pub fn started(&self, task: i64) {
+        self.waiting_told.lock().unwrap().remove(&task);
     }
 }
 
@@ -310,18 +324,19 @@ async fn work(
         .map_err(|_| ApiError::invalid("have must be task ids separated by commas"))?;
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     let deadline = tokio::time::Instant::now() + wait;
-    let notify = state.work.notify(node.id);
+    let mut changes = state.work.subscribe(node.id);
     loop {
-        // Armed before reading, so a change between the read and the wait is not missed.
-        let changed = notify.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
+        // Marked seen before reading, so a change between the read and the wait is not missed.
+        changes.borrow_and_update();
         let list = assignments(&state, node.id).await?;
         let ids: BTreeSet<i64> = list.iter().map(|a| a.task_id).collect();
         if ids != have || tokio::time::Instant::now() >= deadline {
             return Ok(Json(Work { assignments: list }));
         }
-        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+        if tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .is_err()
+        {
             return Ok(Json(Work { assignments: list }));
         }
     }
@@ -362,7 +377,8 @@ async fn progress(
         .try_get::<String, _>("state")?
         .parse()
         .map_err(ApiError::internal)?;
-    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    // Byte counts beyond a petabyte are not real; capped, sums over many nodes cannot overflow.
+    let clamp = |v: u64| v.min(1 << 50) as i64;
     if !current.is_final() {
         let finished = p.state.is_final().then_some(now);
         let error = p
@@ -372,7 +388,8 @@ async fn progress(
         sqlx::query(
             "UPDATE task_nodes SET state = $1, blobs_total = $2, blobs_done = $3, bytes_total = $4, bytes_done = $5, \
              bytes_peer = $6, bytes_upstream = $7, error = $8, started_at = COALESCE(started_at, $9), \
-             finished_at = $10, updated_at = $9 WHERE task_id = $11 AND node_id = $12",
+             finished_at = $10, updated_at = $9 WHERE task_id = $11 AND node_id = $12 \
+             AND state IN ('queued', 'running')",
         )
         .bind(p.state.as_str())
         .bind(clamp(p.blobs_total))
@@ -389,21 +406,26 @@ async fn progress(
         .execute(&state.db.pool)
         .await?;
     }
-    for line in &p.logs {
-        let level = match line.level.as_str() {
-            "warn" | "error" => line.level.as_str(),
-            _ => "info",
-        };
-        sqlx::query(
-            "INSERT INTO task_logs (task_id, node_id, at, level, message) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(p.task_id)
-        .bind(node.id)
-        .bind(line.at)
-        .bind(level)
-        .bind(line.message.chars().take(1000).collect::<String>())
-        .execute(&state.db.pool)
-        .await?;
+    if !p.logs.is_empty() {
+        // One transaction for the report's lines: one commit, not a hundred.
+        let mut tx = state.db.pool.begin().await?;
+        for line in &p.logs {
+            let level = match line.level.as_str() {
+                "warn" | "error" => line.level.as_str(),
+                _ => "info",
+            };
+            sqlx::query(
+                "INSERT INTO task_logs (task_id, node_id, at, level, message) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(p.task_id)
+            .bind(node.id)
+            .bind(line.at)
+            .bind(level)
+            .bind(line.message.chars().take(1000).collect::<String>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
     }
     if p.state.is_final() {
         super::tasks::settle(&state, p.task_id).await?;

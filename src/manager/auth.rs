@@ -138,6 +138,7 @@ pub async fn caller_for_token(state: &ManagerState, token: &str) -> Result<Calle
         grants: grants_of(state, user_id).await?,
         token_scopes: (kind == "personal" && !scopes.is_empty())
             .then(|| scopes.into_iter().collect()),
+        personal: kind == "personal",
     })
 }
 
@@ -195,12 +196,25 @@ pub async fn issue_token(
     Ok((row.try_get("id")?, token))
 }
 
-/// Failed sign-ins per user name and per client address: after [`LoginLimiter::MAX_FAILURES`]
-/// failures within [`LoginLimiter::WINDOW`], further attempts are refused until the window
-/// passes, whether or not the password is right (so guessing gains nothing).
-#[derive(Debug, Default)]
+/// Sign-in attempts per user name and per client address: each attempt counts when it starts
+/// (so parallel guesses count too) and a successful one is forgiven; after
+/// [`LoginLimiter::MAX_FAILURES`] within [`LoginLimiter::WINDOW`], further attempts are refused
+/// until the window passes, whether or not the password is right. At most
+/// [`LoginLimiter::PARALLEL`] password checks run at once (each takes ~19 MiB and a core).
+#[derive(Debug)]
 pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    attempts: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Slots for argon2 verifications.
+    pub hashing: tokio::sync::Semaphore,
+}
+
+impl Default for LoginLimiter {
+    fn default() -> LoginLimiter {
+        LoginLimiter {
+            attempts: Mutex::default(),
+            hashing: tokio::sync::Semaphore::new(Self::PARALLEL),
+        }
+    }
 }
 
 impl LoginLimiter {
@@ -208,13 +222,17 @@ impl LoginLimiter {
     pub const MAX_FAILURES: u32 = 5;
     /// The window.
     pub const WINDOW: Duration = Duration::from_secs(300);
+    /// Password checks at once.
+    pub const PARALLEL: usize = 4;
+    /// Keys kept at most; past it, keys below the limit are forgotten (lockouts stay).
+    const MAX_KEYS: usize = 100_000;
 
-    /// Refuses when `keys` have failed too often lately.
+    /// Refuses when `keys` have failed too often lately; else counts this attempt.
     ///
     /// # Errors
     /// 429 `TOO_MANY_REQUESTS`.
     pub fn check(&self, keys: &[String]) -> Result<(), ApiError> {
-        let mut map = self.failures.lock().unwrap();
+        let mut map = self.attempts.lock().unwrap();
         let now = Instant::now();
         map.retain(|_, (_, since)| now.duration_since(*since) < Self::WINDOW);
         if keys
@@ -225,26 +243,26 @@ impl LoginLimiter {
                 "too many failed sign-ins; try again in a few minutes",
             ));
         }
+        for k in keys {
+            map.entry(k.clone()).or_insert((0, now)).0 += 1;
+        }
+        if map.len() > Self::MAX_KEYS {
+            map.retain(|_, (n, _)| *n >= Self::MAX_FAILURES);
+        }
         Ok(())
     }
 
-    /// Records a failure for each key.
-    pub fn failed(&self, keys: &[String]) {
-        let mut map = self.failures.lock().unwrap();
-        let now = Instant::now();
-        for k in keys {
-            let entry = map.entry(k.clone()).or_insert((0, now));
-            entry.0 += 1;
+    /// Forgives the attempt of a successful sign-in: the user's count goes, the address's
+    /// attempt is taken back.
+    pub fn succeeded(&self, keys: &[String]) {
+        let mut map = self.attempts.lock().unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            if i == 0 {
+                map.remove(k);
+            } else if let Some((n, _)) = map.get_mut(k) {
+                *n = n.saturating_sub(1);
+            }
         }
-        // A flood of distinct names must not grow the map without bound.
-        if map.len() > 100_000 {
-            map.clear();
-        }
-    }
-
-    /// Forgets a user's failures after a successful sign-in.
-    pub fn succeeded(&self, key: &str) {
-        self.failures.lock().unwrap().remove(key);
     }
 }
 
@@ -279,11 +297,17 @@ mod tests {
         let keys = vec!["user:bob".to_string(), "ip:127.0.0.1".to_string()];
         for _ in 0..LoginLimiter::MAX_FAILURES {
             l.check(&keys).unwrap();
-            l.failed(&keys);
         }
         assert_eq!(l.check(&keys).unwrap_err().status, 429);
         assert_eq!(l.check(&["ip:127.0.0.1".into()]).unwrap_err().status, 429);
-        l.succeeded("user:bob");
+        l.succeeded(&["user:bob".into()]);
         assert!(l.check(&["user:bob".into()]).is_ok());
+        // A success takes back its own attempt only.
+        let other = vec!["user:eve".to_string(), "ip:10.0.0.9".to_string()];
+        for _ in 0..10 {
+            l.check(&other).unwrap();
+            l.succeeded(&other);
+        }
+        assert!(l.check(&other).is_ok());
     }
 }

@@ -88,6 +88,12 @@ async fn login(
         None => (0, None, true),
     };
     let password = req.password;
+    let _slot = state
+        .logins
+        .hashing
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
     let ok = tokio::task::spawn_blocking(move || {
         let hash = hash.unwrap_or_else(|| {
             DUMMY_HASH
@@ -99,10 +105,9 @@ async fn login(
     .await
     .map_err(ApiError::internal)?;
     if !ok || disabled || row.is_none() {
-        state.logins.failed(&keys);
         return Err(ApiError::unauthorized("wrong user name or password"));
     }
-    state.logins.succeeded(&keys[0]);
+    state.logins.succeeded(&keys);
     let expires_at = state.now_ms() + state.settings.session_ttl.as_millis() as i64;
     let (_, token) = issue_token(&state, id, "session", "", &[], expires_at).await?;
     let caller = auth::caller_for_token(&state, &token).await?;
@@ -190,7 +195,7 @@ async fn create_token(
             "a token cannot carry {p}, which you do not hold"
         )));
     }
-    if caller.token_scopes.is_some() {
+    if caller.personal {
         return Err(ApiError::denied(
             "a personal access token cannot create tokens; sign in",
         ));

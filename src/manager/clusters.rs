@@ -192,7 +192,18 @@ async fn list(
     Ok(Json(out))
 }
 
-fn check_input(input: &ClusterInput) -> ApiResult<(String, String)> {
+fn check_input(caller: &Caller, input: &ClusterInput) -> ApiResult<(String, String)> {
+    // Without an API server the manager's own service account would list the nodes: only
+    // for super administrators.
+    if let ClusterSpec::Kubernetes {
+        api_server: None, ..
+    } = &input.spec
+        && !caller.is_super()
+    {
+        return Err(ApiError::denied(
+            "only super administrators may use the manager's own Kubernetes credentials; give api_server and token",
+        ));
+    }
     let name = super::users::check_name("name", &input.name)?;
     let zone = input.zone.clone().unwrap_or_else(|| "default".into());
     if zone.is_empty()
@@ -229,7 +240,7 @@ async fn create(
             "creating a cluster needs clusters:write on every cluster",
         ));
     }
-    let (name, zone) = check_input(&input)?;
+    let (name, zone) = check_input(&caller, &input)?;
     let tenant = match input.tenant_id {
         Some(t) if t != caller.tenant_id && !caller.is_super() => {
             return Err(ApiError::denied(
@@ -304,14 +315,35 @@ async fn update(
 ) -> ApiResult<Json<Cluster>> {
     let row = visible(&state, &caller, Permission::ClustersWrite, id).await?;
     let old = spec_of(&row)?;
-    // A redacted token sent back unchanged keeps the stored one.
-    if let (ClusterSpec::Kubernetes { token: new, .. }, ClusterSpec::Kubernetes { token: old, .. }) =
-        (&mut input.spec, &old)
-        && new.as_deref() == Some("********")
+    // A redacted token sent back keeps the stored one, but only for the same API server and
+    // trust settings: pointing the cluster elsewhere must not carry the token along.
+    if let (
+        ClusterSpec::Kubernetes {
+            token: new,
+            api_server,
+            ca_cert,
+            insecure_skip_tls_verify,
+            ..
+        },
+        ClusterSpec::Kubernetes {
+            token: old,
+            api_server: old_server,
+            ca_cert: old_ca,
+            insecure_skip_tls_verify: old_insecure,
+            ..
+        },
+    ) = (&mut input.spec, &old)
+        && new.as_deref() == Some(super::discovery::REDACTED)
     {
+        if api_server != old_server || ca_cert != old_ca || insecure_skip_tls_verify != old_insecure
+        {
+            return Err(ApiError::invalid(
+                "the API server or its trust settings changed: give the token again",
+            ));
+        }
         *new = old.clone();
     }
-    let (name, zone) = check_input(&input)?;
+    let (name, zone) = check_input(&caller, &input)?;
     sqlx::query(
         "UPDATE clusters SET name = $1, description = $2, zone = $3, kind = $4, spec = $5, updated_at = $6 WHERE id = $7",
     )

@@ -318,7 +318,23 @@ async fn bootstrap(state: &ManagerState) -> Result<Option<FirstAdmin>, ManagerEr
             .map_err(|e| ManagerError::Bootstrap(e.to_string()))?
             .map_err(|e| ManagerError::Bootstrap(e.message))?
     };
-    let mut tx = pool.begin().await?;
+    let created = create_first_admin(state, &hash, now).await;
+    match created {
+        Ok(()) => {}
+        // Another manager on the same database created it at the same moment.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Some(FirstAdmin {
+        name: "admin".into(),
+        password,
+        generated,
+    }))
+}
+
+/// Writes the first super administrator and their binding, in one transaction.
+async fn create_first_admin(state: &ManagerState, hash: &str, now: i64) -> Result<(), sqlx::Error> {
+    let mut tx = state.db.pool.begin().await?;
     let tenant: i64 = sqlx::query("SELECT id FROM tenants WHERE name = 'default'")
         .fetch_one(&mut *tx)
         .await?
@@ -327,7 +343,7 @@ async fn bootstrap(state: &ManagerState) -> Result<Option<FirstAdmin>, ManagerEr
         "INSERT INTO users (tenant_id, name, password_hash, created_at) VALUES ($1, 'admin', $2, $3) RETURNING id",
     )
     .bind(tenant)
-    .bind(&hash)
+    .bind(hash)
     .bind(now)
     .fetch_one(&mut *tx)
     .await?
@@ -345,12 +361,7 @@ async fn bootstrap(state: &ManagerState) -> Result<Option<FirstAdmin>, ManagerEr
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(Some(FirstAdmin {
-        name: "admin".into(),
-        password,
-        generated,
-    }))
+    tx.commit().await
 }
 
 #[derive(utoipa::OpenApi)]

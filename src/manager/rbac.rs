@@ -250,6 +250,8 @@ pub struct Caller {
     pub grants: Vec<Grant>,
     /// A personal access token's scopes; `None` = the user's permissions unnarrowed.
     pub token_scopes: Option<BTreeSet<Permission>>,
+    /// Whether the call came with a personal access token (not a sign-in session).
+    pub personal: bool,
 }
 
 impl Caller {
@@ -357,6 +359,7 @@ mod tests {
             token_id: 1,
             grants,
             token_scopes: scopes.map(|s| s.iter().copied().collect()),
+            personal: scopes.is_some(),
         }
     }
 

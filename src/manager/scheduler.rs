@@ -42,7 +42,8 @@ async fn watch_assignments(state: ManagerState) {
         tick.tick().await;
         let now = state.now_ms();
         let rows = sqlx::query("SELECT DISTINCT node_id FROM task_nodes WHERE updated_at >= $1")
-            .bind(since - 1_000)
+            // Generous overlap: other managers' clocks and slow commits stamp rows late.
+            .bind(since - 10_000)
             .fetch_all(&state.db.pool)
             .await;
         match rows {

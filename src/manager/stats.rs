@@ -87,7 +87,7 @@ pub struct Stats {
     pub to: i64,
     /// Per day, oldest first.
     pub days: Vec<DayStats>,
-    /// Per task, oldest first (at most 5000).
+    /// Per task, oldest first (the newest 5000 of the window; only tasks the caller may read).
     pub tasks: Vec<TaskStats>,
     /// Over the whole window.
     pub total: DayStats,
@@ -135,15 +135,18 @@ async fn stats(
     ApiQuery(q): ApiQuery<StatsQuery>,
 ) -> ApiResult<Json<Stats>> {
     caller.require(Permission::StatsRead)?;
+    // Statistics name tasks: a caller sees those of the clusters it may read tasks on.
+    let scope = caller.scope(Permission::TasksRead);
     let to = q.to.unwrap_or_else(|| state.now_ms() + 1);
     let from = q.from.unwrap_or(to - 30 * 86_400_000);
     let rows = sqlx::query(
-        "SELECT t.id, t.name, t.kind, t.state, t.started_at, t.finished_at, COUNT(tn.node_id) AS nodes, \
+        "SELECT t.id, t.name, t.kind, t.state, t.started_at, t.finished_at, t.scope_clusters, COUNT(tn.node_id) AS nodes, \
          CAST(SUM(tn.bytes_peer) AS BIGINT) AS bp, CAST(SUM(tn.bytes_upstream) AS BIGINT) AS bu FROM tasks t \
          LEFT JOIN task_nodes tn ON tn.task_id = t.id \
          WHERE ($1 IS NULL OR t.tenant_id = $1) AND t.started_at >= $2 AND t.started_at < $3 \
          AND t.finished_at IS NOT NULL AND t.schedule <> 'cron' \
-         GROUP BY t.id, t.name, t.kind, t.state, t.started_at, t.finished_at ORDER BY t.started_at LIMIT 5000",
+         GROUP BY t.id, t.name, t.kind, t.state, t.started_at, t.finished_at, t.scope_clusters \
+         ORDER BY t.started_at DESC LIMIT 5000",
     )
     .bind(caller.tenant_filter().or(q.tenant_id))
     .bind(from)
@@ -151,7 +154,15 @@ async fn stats(
     .fetch_all(&state.db.pool)
     .await?;
     let mut tasks = Vec::with_capacity(rows.len());
-    for r in &rows {
+    // Newest first from the query (so a long window keeps its latest tasks), oldest first out.
+    for r in rows.iter().rev() {
+        let reach: Vec<i64> = super::db::json_col(r, "scope_clusters");
+        if !scope
+            .as_ref()
+            .is_some_and(|s| reach.iter().all(|c| s.covers(*c)))
+        {
+            continue;
+        }
         let started: i64 = r.try_get("started_at")?;
         let finished: i64 = r.try_get("finished_at")?;
         tasks.push(TaskStats {

@@ -38,25 +38,35 @@ pub struct TenantSpec {
     /// Name (new tenants only; ignored on change).
     #[serde(default)]
     pub name: Option<String>,
-    /// Budget in bytes/s; null = none.
-    #[serde(default)]
-    pub bandwidth_budget: Option<i64>,
+    /// Budget in bytes/s; null = none; absent = unchanged (on a change).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub bandwidth_budget: Option<Option<i64>>,
     /// `wait` (default) or `refuse`.
     #[serde(default)]
     pub budget_policy: Option<String>,
 }
 
-fn check_spec(spec: &TenantSpec) -> ApiResult<String> {
-    if spec.bandwidth_budget.is_some_and(|b| b <= 0) {
+/// A field that may be absent (outer `None`), null (`Some(None)`) or a value.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
+}
+
+fn check_spec(spec: &TenantSpec) -> ApiResult<Option<String>> {
+    if spec
+        .bandwidth_budget
+        .flatten()
+        .is_some_and(|b| !(1..=10_000_000_000_000).contains(&b))
+    {
         return Err(ApiError::invalid(
-            "bandwidth_budget must be positive (bytes/s)",
+            "bandwidth_budget must be 1 to 10^13 bytes/s",
         ));
     }
-    let policy = spec.budget_policy.clone().unwrap_or_else(|| "wait".into());
-    if policy != "wait" && policy != "refuse" {
-        return Err(ApiError::invalid("budget_policy must be wait or refuse"));
+    match spec.budget_policy.as_deref() {
+        None => Ok(None),
+        Some(p @ ("wait" | "refuse")) => Ok(Some(p.to_string())),
+        Some(_) => Err(ApiError::invalid("budget_policy must be wait or refuse")),
     }
-    Ok(policy)
 }
 
 /// Fails unless `tenant` exists.
@@ -135,13 +145,13 @@ async fn create(
             .as_deref()
             .ok_or_else(|| ApiError::invalid("a tenant needs a name"))?,
     )?;
-    let policy = check_spec(&spec)?;
+    let policy = check_spec(&spec)?.unwrap_or_else(|| "wait".into());
     let row = sqlx::query(
         "INSERT INTO tenants (name, bandwidth_budget, budget_policy, created_at) VALUES ($1, $2, $3, $4) \
          RETURNING id, name, bandwidth_budget, budget_policy",
     )
     .bind(name)
-    .bind(spec.bandwidth_budget)
+    .bind(spec.bandwidth_budget.flatten())
     .bind(policy)
     .bind(state.now_ms())
     .fetch_one(&state.db.pool)
@@ -185,16 +195,26 @@ async fn update(
 ) -> ApiResult<Json<Tenant>> {
     caller.require(Permission::System)?;
     let policy = check_spec(&spec)?;
-    let done =
-        sqlx::query("UPDATE tenants SET bandwidth_budget = $1, budget_policy = $2 WHERE id = $3")
-            .bind(spec.bandwidth_budget)
-            .bind(policy)
-            .bind(id)
-            .execute(&state.db.pool)
-            .await?;
-    if done.rows_affected() == 0 {
-        return Err(ApiError::not_found(format!("tenant {id}")));
-    }
+    let current = sqlx::query("SELECT bandwidth_budget, budget_policy FROM tenants WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&state.db.pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("tenant {id}")))?;
+    // Fields left out stay as they are.
+    let budget: Option<i64> = match spec.bandwidth_budget {
+        Some(b) => b,
+        None => current.try_get("bandwidth_budget")?,
+    };
+    let policy: String = match policy {
+        Some(p) => p,
+        None => current.try_get("budget_policy")?,
+    };
+    sqlx::query("UPDATE tenants SET bandwidth_budget = $1, budget_policy = $2 WHERE id = $3")
+        .bind(budget)
+        .bind(policy)
+        .bind(id)
+        .execute(&state.db.pool)
+        .await?;
     get(State(state), caller, ApiPath(id)).await
 }
 

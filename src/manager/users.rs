@@ -258,6 +258,11 @@ async fn check_grantable(
         )));
     }
     let perms: BTreeSet<Permission> = json_col(&row, "permissions");
+    if perms.contains(&Permission::System) && !binding.clusters.is_empty() {
+        return Err(ApiError::invalid(
+            "the super-admin role holds on every cluster of every tenant: bind it without clusters",
+        ));
+    }
     for p in perms {
         if p == Permission::System && !caller.is_super() {
             return Err(ApiError::denied(
@@ -375,6 +380,13 @@ async fn change_user(
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        // Disabling ends every session and token: enabling again must not revive them.
+        if disabled {
+            sqlx::query("UPDATE tokens SET revoked = TRUE WHERE user_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
     }
     if let Some(hash) = hash {
         sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
@@ -382,8 +394,9 @@ async fn change_user(
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        // A reset ends the user's sessions.
-        sqlx::query("UPDATE tokens SET revoked = TRUE WHERE user_id = $1 AND kind = 'session'")
+        // A reset ends the user's sessions and personal access tokens (whoever knew the old
+        // password may have made one).
+        sqlx::query("UPDATE tokens SET revoked = TRUE WHERE user_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -640,6 +653,15 @@ async fn update_role(
     }
     let (name, description) = check_role_spec(&caller, &spec)?;
     let perms: BTreeSet<Permission> = spec.permissions.iter().copied().collect();
+    // The role may already be bound on every cluster: whoever widens it must hold each
+    // permission as widely as a binding can reach.
+    for p in &perms {
+        if p.cluster_scoped() && caller.scope(*p) != Some(super::rbac::ClusterScope::All) {
+            return Err(ApiError::denied(format!(
+                "changing a role to carry {p} needs {p} on every cluster"
+            )));
+        }
+    }
     sqlx::query("UPDATE roles SET name = $1, description = $2, permissions = $3 WHERE id = $4")
         .bind(name)
         .bind(description)

@@ -296,7 +296,14 @@ async fn create_task(
                     .await?;
                 return Err(ApiError::conflict(message));
             }
-            Err(run::StartError::Api(e)) => return Err(e),
+            Err(run::StartError::Api(e)) => {
+                // The caller sees an error: the task must not run behind their back.
+                let _ = sqlx::query("DELETE FROM tasks WHERE id = $1")
+                    .bind(id)
+                    .execute(&state.db.pool)
+                    .await;
+                return Err(e);
+            }
         }
     }
     Ok(id)

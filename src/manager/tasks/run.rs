@@ -46,9 +46,18 @@ pub fn next_cron(expr: &str, now: i64) -> Result<i64, String> {
         .map_err(|e| format!("invalid cron expression {expr:?}: {e}"))?;
     let start = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now)
         .ok_or_else(|| "the clock is out of range".to_string())?;
-    cron.find_next_occurrence(&start, false)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("cron expression {expr:?} never fires: {e}"))
+    let next = cron
+        .find_next_occurrence(&start, false)
+        .map_err(|e| format!("cron expression {expr:?} never fires: {e}"))?;
+    // Distribution runs take minutes: firing more than once a minute only piles them up.
+    if let Ok(after) = cron.find_next_occurrence(&next, false)
+        && (after - next).num_seconds() < 60
+    {
+        return Err(format!(
+            "cron expression {expr:?} fires more than once a minute; the shortest period is a minute"
+        ));
+    }
+    Ok(next.timestamp_millis())
 }
 
 /// Appends a manager log line to a task.
@@ -118,7 +127,7 @@ pub async fn start(state: &ManagerState, id: i64) -> Result<bool, StartError> {
             .await?,
             "n",
         );
-        if used + want > budget || older_waiting > 0 {
+        if used.saturating_add(want) > budget || older_waiting > 0 {
             let message = if older_waiting > 0 {
                 format!("{older_waiting} older tasks of the tenant wait for bandwidth budget")
             } else {
@@ -155,7 +164,7 @@ pub async fn start(state: &ManagerState, id: i64) -> Result<bool, StartError> {
         }
     }
     for node in listed {
-        let exists = sqlx::query("SELECT id FROM nodes WHERE id = $1 AND removed = FALSE")
+        let exists = sqlx::query("SELECT id FROM nodes WHERE id = $1 AND member = TRUE")
             .bind(node)
             .fetch_optional(&mut *tx)
             .await?;
@@ -204,6 +213,7 @@ pub async fn start(state: &ManagerState, id: i64) -> Result<bool, StartError> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    state.work.started(id);
     log(
         state,
         id,
@@ -401,17 +411,41 @@ pub async fn tick(state: &ManagerState) -> ApiResult<()> {
             if !claim(state, id, old, next).await? {
                 continue;
             }
-            let run = spawn_run(state, id).await?;
-            log(state, id, "info", &format!("fired: run {run}")).await?;
-        } else {
-            if !claim(state, id, old, None).await? {
+            // An occurrence whose previous run still goes is skipped: runs must not pile up.
+            let active = super::sum_col(
+                &sqlx::query(
+                    "SELECT COUNT(*) AS n FROM tasks WHERE parent_id = $1 AND state IN ('starting', 'waiting', 'running')",
+                )
+                .bind(id)
+                .fetch_one(&state.db.pool)
+                .await?,
+                "n",
+            );
+            if active > 0 {
+                log(
+                    state,
+                    id,
+                    "warn",
+                    "skipped an occurrence: the previous run has not ended",
+                )
+                .await?;
                 continue;
             }
-            sqlx::query("UPDATE tasks SET state = 'waiting', updated_at = $1 WHERE id = $2 AND state = 'scheduled'")
-                .bind(now)
-                .bind(id)
-                .execute(&state.db.pool)
-                .await?;
+            match spawn_run(state, id).await {
+                Ok(run) => log(state, id, "info", &format!("fired: run {run}")).await?,
+                Err(e) => tracing::warn!(task = id, error = %e, "cron task did not fire"),
+            }
+        } else {
+            // Claimed and made waiting in one statement: a crash cannot strand it.
+            sqlx::query(
+                "UPDATE tasks SET next_run_at = NULL, state = 'waiting', updated_at = $1 \
+                 WHERE id = $2 AND next_run_at = $3 AND state = 'scheduled'",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(old)
+            .execute(&state.db.pool)
+            .await?;
         }
     }
     // A creation that died between writing its task and starting it leaves it `starting`.
@@ -446,7 +480,10 @@ async fn start_waiting(state: &ManagerState) -> ApiResult<()> {
                 .await?;
                 log(state, id, "error", &format!("refused: {message}")).await?;
             }
-            Err(StartError::Api(e)) => return Err(e),
+            // One task's failure must not hold the others back.
+            Err(StartError::Api(e)) => {
+                tracing::warn!(task = id, error = %e, "cannot start a waiting task")
+            }
         }
     }
     Ok(())
@@ -473,12 +510,14 @@ async fn spawn_run(state: &ManagerState, parent: i64) -> ApiResult<i64> {
         "INSERT INTO tasks (tenant_id, name, kind, source, digest, platforms, file_version_id, clusters, nodes, \
          scope_clusters, schedule, bandwidth, state, parent_id, created_by, created_at, updated_at) \
          SELECT tenant_id, name, kind, source, digest, platforms, file_version_id, clusters, nodes, scope_clusters, \
-         'now', bandwidth, 'waiting', id, created_by, $1, $1 FROM tasks WHERE id = $2 RETURNING id",
+         'now', bandwidth, 'waiting', id, created_by, $1, $1 FROM tasks WHERE id = $2 AND state = 'scheduled' \
+         RETURNING id",
     )
     .bind(now)
     .bind(parent)
-    .fetch_one(&state.db.pool)
+    .fetch_optional(&state.db.pool)
     .await?
+    .ok_or_else(|| ApiError::conflict(format!("task {parent} was stopped as it fired")))?
     .try_get("id")?;
     match start(state, id).await {
         Ok(_) => {}
@@ -508,5 +547,13 @@ mod tests {
         assert!(next_cron("not a cron", t0).is_err());
         assert!(next_cron("61 * * * *", t0).is_err());
         assert!(next_cron("* * * * * * * *", t0).is_err());
+        assert!(
+            next_cron("*/10 * * * * *", t0).is_err(),
+            "every ten seconds"
+        );
+        assert!(
+            next_cron("0 * * * * *", t0).is_ok(),
+            "every minute, with seconds"
+        );
     }
 }

@@ -229,6 +229,9 @@ pub(super) struct Checked {
     pub default_name: String,
 }
 
+/// The largest bandwidth limit (10 TB/s): sums of many stay far from overflowing.
+const MAX_BANDWIDTH: i64 = 10_000_000_000_000;
+
 /// The largest number of explicit targets.
 const MAX_TARGETS: usize = 10_000;
 
@@ -244,8 +247,27 @@ pub(super) async fn check_input(
     if input.clusters.len() + input.nodes.len() > MAX_TARGETS {
         return Err(ApiError::invalid(format!("at most {MAX_TARGETS} targets")));
     }
-    if input.bandwidth.is_some_and(|b| b <= 0) {
-        return Err(ApiError::invalid("bandwidth must be positive (bytes/s)"));
+    if input
+        .bandwidth
+        .is_some_and(|b| !(1..=MAX_BANDWIDTH).contains(&b))
+    {
+        return Err(ApiError::invalid(format!(
+            "bandwidth must be 1 to {MAX_BANDWIDTH} bytes/s"
+        )));
+    }
+    let budget: Option<i64> = sqlx::query("SELECT bandwidth_budget FROM tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_optional(&state.db.pool)
+        .await?
+        .map(|r| r.try_get("bandwidth_budget"))
+        .transpose()?
+        .flatten();
+    if let (Some(budget), Some(b)) = (budget, input.bandwidth)
+        && b > budget
+    {
+        return Err(ApiError::invalid(format!(
+            "bandwidth {b} B/s exceeds the tenant's whole budget of {budget} B/s"
+        )));
     }
     if let Schedule::Cron { cron } = &input.schedule {
         super::run::next_cron(cron, state.now_ms()).map_err(ApiError::invalid)?;
