@@ -776,3 +776,75 @@ async fn kubernetes_members_decide_who_gets_work() {
     );
     m.shutdown().await;
 }
+
+/// A node silent for ten minutes gives up its assignments, so the task ends; a node that still
+/// reports keeps its part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_node_gives_up_its_assignments() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("m.db").display());
+    let m = TestManager::with(&db, Arc::new(ManualClock::new(now_ms())), |s| {
+        s.node_gone = Duration::from_secs(600)
+    })
+    .await;
+    let admin = m.admin().await;
+    let cluster = admin
+        .post_ok(
+            "/api/v1/clusters",
+            json!({"name": "c", "spec": {"kind": "static", "hosts": ["up", "gone"]}}),
+            201,
+        )
+        .await;
+    let join = cluster["join_token"].as_str().unwrap();
+    let up = FakeAgent::register(&m.url, join, "up").await;
+    let _gone = FakeAgent::register(&m.url, join, "gone").await;
+    let task = admin
+        .post_ok(
+            "/api/v1/tasks",
+            json!({"source": {"kind": "image", "image": "app:1"}, "clusters": [cluster["id"]]}),
+            201,
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    up.report(task, "running", 10, 0, 10).await;
+    // Nine minutes: nothing happens yet.
+    m.clock.advance(9 * 60_000);
+    up.heartbeat().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(task_state(&admin, task).await["state"], "running");
+    m.clock.advance(2 * 60_000);
+    up.heartbeat().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let nodes = admin.get_ok(&format!("/api/v1/tasks/{task}/nodes")).await;
+        let gone = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_name"] == "gone")
+            .unwrap()
+            .clone();
+        if gone["state"] == "failed" {
+            assert_eq!(gone["error"], "the node went offline");
+            let still = nodes
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["node_name"] == "up")
+                .unwrap();
+            assert_eq!(still["state"], "running", "{nodes}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the silent node kept its assignment: {nodes}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    up.report(task, "succeeded", 1000, 0, 1000).await;
+    let t = task_state(&admin, task).await;
+    assert_eq!(t["state"], "failed", "{t}");
+    assert!(t["error"].as_str().unwrap().contains("1 of 2"), "{t}");
+    m.shutdown().await;
+}

@@ -63,6 +63,8 @@ pub struct ManagerSettings {
     pub discovery_every: Duration,
     /// How often the scheduler looks for due tasks.
     pub tick: Duration,
+    /// How long a node may stay silent (no heartbeat) before its assignments fail.
+    pub node_gone: Duration,
 }
 
 impl ManagerSettings {
@@ -75,6 +77,7 @@ impl ManagerSettings {
             session_ttl: Duration::from_secs(12 * 3600),
             discovery_every: Duration::from_secs(60),
             tick: Duration::from_secs(1),
+            node_gone: Duration::from_secs(600),
         }
     }
 }
@@ -94,6 +97,8 @@ pub struct ManagerState {
     pub work: Arc<agent_api::WorkSignals>,
     /// The manager's metrics.
     pub metrics: Arc<ManagerMetrics>,
+    /// When this manager started (by its clock).
+    pub started_ms: i64,
 }
 
 impl ManagerState {
@@ -211,10 +216,11 @@ impl Manager {
         let state = ManagerState {
             db,
             settings: Arc::new(settings),
-            clock,
+            clock: clock.clone(),
             logins: Arc::default(),
             work: Arc::default(),
             metrics: Arc::new(ManagerMetrics::new()?),
+            started_ms: clock.now_ms(),
         };
         let first_admin = bootstrap(&state).await?;
         Ok(Manager {

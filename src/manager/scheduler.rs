@@ -36,26 +36,45 @@ async fn watch_assignments(state: ManagerState) {
     if state.db.backend != Backend::Postgres {
         return;
     }
-    let mut since = state.now_ms();
+    // Tasks whose change was already signalled, with the `updated_at` signalled.
+    let mut signalled: std::collections::HashMap<i64, i64> = Default::default();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
         let now = state.now_ms();
-        let rows = sqlx::query("SELECT DISTINCT node_id FROM task_nodes WHERE updated_at >= $1")
-            // Generous overlap: other managers' clocks and slow commits stamp rows late.
-            .bind(since - 10_000)
-            .fetch_all(&state.db.pool)
-            .await;
+        // A task starting, stopping or ending changes its row; a node's progress report does
+        // not (it changes no one's assignments). The window overlaps generously: other
+        // managers' clocks and slow commits stamp rows late.
+        let rows = sqlx::query(
+            "SELECT t.id, t.updated_at, tn.node_id FROM tasks t JOIN task_nodes tn ON tn.task_id = t.id \
+             WHERE t.updated_at >= $1",
+        )
+        .bind(now - WINDOW_MS)
+        .fetch_all(&state.db.pool)
+        .await;
         match rows {
             Ok(rows) => {
-                for r in rows {
-                    if let Ok(node) = r.try_get::<i64, _>("node_id") {
+                let mut fresh: std::collections::HashMap<i64, i64> = Default::default();
+                for r in &rows {
+                    let (Ok(task), Ok(updated), Ok(node)) = (
+                        r.try_get::<i64, _>("id"),
+                        r.try_get::<i64, _>("updated_at"),
+                        r.try_get::<i64, _>("node_id"),
+                    ) else {
+                        continue;
+                    };
+                    if signalled.get(&task) != Some(&updated) {
                         state.work.wake(node);
+                        fresh.insert(task, updated);
                     }
                 }
-                since = now;
+                signalled.extend(fresh);
+                signalled.retain(|_, updated| *updated >= now - 2 * WINDOW_MS);
             }
             Err(e) => tracing::warn!(error = %e, "cannot read changed assignments"),
         }
     }
 }
+
+/// How far back the watcher looks for changed tasks.
+const WINDOW_MS: i64 = 10_000;

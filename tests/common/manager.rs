@@ -33,8 +33,21 @@ impl TestManager {
         m
     }
 
-    /// A manager on `database`, with `clock`.
+    /// A manager on `database`, with `clock`. Tests move the clock by hours while their fake
+    /// nodes stay quiet, so silent nodes keep their assignments (see [`TestManager::with`]).
     pub async fn start(database: &str, clock: Arc<ManualClock>) -> TestManager {
+        TestManager::with(database, clock, |s| {
+            s.node_gone = Duration::from_secs(365 * 86_400)
+        })
+        .await
+    }
+
+    /// A manager on `database`, with `clock` and settings changed by `adjust`.
+    pub async fn with(
+        database: &str,
+        clock: Arc<ManualClock>,
+        adjust: impl FnOnce(&mut ManagerSettings),
+    ) -> TestManager {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("shoal=warn")
             .with_test_writer()
@@ -44,6 +57,7 @@ impl TestManager {
         settings.database = database.to_string();
         settings.admin_password = Some(ADMIN_PASSWORD.into());
         settings.tick = Duration::from_millis(200);
+        adjust(&mut settings);
         let manager = Manager::bind(settings, clock.clone()).await.unwrap();
         let url = format!("http://{}", manager.addr());
         let state = manager.state().clone();

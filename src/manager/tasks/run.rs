@@ -448,6 +448,22 @@ pub async fn tick(state: &ManagerState) -> ApiResult<()> {
             .await?;
         }
     }
+    // A node silent for this long gives up its assignments, so tasks end; not while this manager
+    // itself has run for less (nodes could not reach it while it was down).
+    let gone_ms = state.settings.node_gone.as_millis() as i64;
+    if now - state.started_ms > gone_ms {
+        let gone = sqlx::query(
+            "UPDATE task_nodes SET state = 'failed', error = 'the node went offline', finished_at = $1, updated_at = $1 \
+             WHERE state IN ('queued', 'running') AND node_id IN (SELECT id FROM nodes WHERE last_seen < $2)",
+        )
+        .bind(now)
+        .bind(now - gone_ms)
+        .execute(&state.db.pool)
+        .await?;
+        if gone.rows_affected() > 0 {
+            settle_all(state).await?;
+        }
+    }
     // A creation that died between writing its task and starting it leaves it `starting`.
     sqlx::query("UPDATE tasks SET state = 'waiting', updated_at = $1 WHERE state = 'starting' AND created_at < $2")
         .bind(now)
