@@ -454,7 +454,7 @@ async fn run(backend: &'static str, args: &Args, database: Option<String>, db_pi
 
 fn main() {
     let args = args();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    shoal::oci::install_crypto_provider();
     let rt = tokio::runtime::Runtime::new().unwrap();
     for backend in args.backends.clone() {
         match backend {

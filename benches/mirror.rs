@@ -374,7 +374,7 @@ fn blob_gets(registry: &Proc, digest: &str) -> usize {
 #[tokio::main]
 async fn main() {
     let args = parse_args();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    shoal::oci::install_crypto_provider();
     let work = tempfile::Builder::new()
         .prefix("shoal-bench-")
         .tempdir()

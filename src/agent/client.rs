@@ -73,7 +73,7 @@ impl ManagerClient {
     /// # Errors
     /// When the HTTP client cannot be built.
     pub fn new(base: &Url) -> Result<ManagerClient, reqwest::Error> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::oci::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .no_proxy()

@@ -504,7 +504,7 @@ async fn run_inner(args: &GetArgs) -> Result<(), GetError> {
             .map_err(|e| GetError::Usage(format!("-H {k}: {e}")))?;
         headers.append(name, value);
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::oci::install_crypto_provider();
     let client = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(10))

@@ -65,7 +65,7 @@ fn print_changes(status: &Value, last: &mut HashMap<String, String>) {
 /// # Errors
 /// When the node cannot be reached.
 pub async fn run(args: &PreheatArgs) -> anyhow::Result<i32> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::oci::install_crypto_provider();
     // The admin port is the node's own: never through a proxy.
     let client = reqwest::Client::builder()
         .no_proxy()

@@ -241,15 +241,7 @@ async fn create(
         ));
     }
     let (name, zone) = check_input(&caller, &input)?;
-    let tenant = match input.tenant_id {
-        Some(t) if t != caller.tenant_id && !caller.is_super() => {
-            return Err(ApiError::denied(
-                "only super administrators create clusters in other tenants",
-            ));
-        }
-        Some(t) => t,
-        None => caller.tenant_id,
-    };
+    let tenant = caller.target_tenant(input.tenant_id, "clusters")?;
     super::tenants::check_tenant(&state, tenant).await?;
     let token = new_token("shj_");
     let now = state.now_ms();

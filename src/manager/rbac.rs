@@ -330,6 +330,21 @@ impl Caller {
         (!self.is_super()).then_some(self.tenant_id)
     }
 
+    /// The tenant a new object goes into: `requested` if given (only super administrators may
+    /// name another tenant than their own), else the caller's.
+    ///
+    /// # Errors
+    /// 403 `DENIED` when someone else names another tenant; `what` says what was created.
+    pub fn target_tenant(&self, requested: Option<i64>, what: &str) -> Result<i64, ApiError> {
+        match requested {
+            Some(t) if t != self.tenant_id && !self.is_super() => Err(ApiError::denied(format!(
+                "only super administrators create {what} in other tenants"
+            ))),
+            Some(t) => Ok(t),
+            None => Ok(self.tenant_id),
+        }
+    }
+
     /// Whether the caller may see objects of `tenant`.
     pub fn sees_tenant(&self, tenant: i64) -> bool {
         self.is_super() || tenant == self.tenant_id

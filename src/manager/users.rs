@@ -297,15 +297,7 @@ async fn create_user(
     caller.require(Permission::UsersWrite)?;
     let name = check_name("name", &req.name)?;
     auth::check_password(&req.password)?;
-    let tenant = match req.tenant_id {
-        Some(t) if t != caller.tenant_id && !caller.is_super() => {
-            return Err(ApiError::denied(
-                "only super administrators create users in other tenants",
-            ));
-        }
-        Some(t) => t,
-        None => caller.tenant_id,
-    };
+    let tenant = caller.target_tenant(req.tenant_id, "users")?;
     super::tenants::check_tenant(&state, tenant).await?;
     for b in &req.bindings {
         check_grantable(&state, &caller, tenant, b).await?;

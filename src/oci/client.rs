@@ -85,6 +85,13 @@ impl Default for Timeouts {
     }
 }
 
+/// Installs rustls' ring crypto provider for this process, which every TLS client of shoal
+/// (reqwest, kube) needs; several clients may be built in one process (tests), and only the
+/// first install counts.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The shared upstream client. Cheap to share behind an `Arc`.
 pub struct RegistryClient {
     http: reqwest::Client,
@@ -97,8 +104,7 @@ impl RegistryClient {
     /// # Errors
     /// When the TLS backend cannot be initialised.
     pub fn new(timeouts: Timeouts) -> Result<Self, reqwest::Error> {
-        // Several clients may be built in one process (tests); only the first install counts.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
             .read_timeout(timeouts.read)

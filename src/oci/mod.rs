@@ -9,7 +9,9 @@ pub mod media;
 pub mod name;
 
 pub use auth::{Challenge, Credentials};
-pub use client::{Endpoint, RegistryClient, Timeouts, TransportError, UpstreamRequest};
+pub use client::{
+    Endpoint, RegistryClient, Timeouts, TransportError, UpstreamRequest, install_crypto_provider,
+};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::{ErrorCode, RegistryError};
 pub use media::MediaType;

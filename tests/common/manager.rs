@@ -133,7 +133,7 @@ pub struct Api {
 impl Api {
     /// A client with `token`.
     pub fn new(base: &str, token: Option<String>) -> Api {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        shoal::oci::install_crypto_provider();
         Api {
             base: base.to_string(),
             token,

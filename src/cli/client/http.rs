@@ -129,7 +129,7 @@ impl Client {
                 ))
             })?;
         // reqwest is built without a default crypto provider; the first install wins.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::oci::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))

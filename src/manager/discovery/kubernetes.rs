@@ -139,7 +139,7 @@ async fn list_nodes(
 ) -> Result<Vec<Member>, DiscoveryError> {
     // kube builds its TLS configuration from the process-wide rustls provider; several clients
     // may be built in one process, and only the first install counts.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::oci::install_crypto_provider();
     let client = kube::Client::try_from(config).map_err(|e| DiscoveryError::Config {
         kind: KIND,
         message: format!("cannot build a client: {}", error_chain(&e, target.token)),

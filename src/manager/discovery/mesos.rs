@@ -60,7 +60,7 @@ pub(super) async fn discover(
     url.set_path(&format!("{prefix}/master/slaves"));
 
     // Several clients may be built in one process; only the first install counts.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::oci::install_crypto_provider();
     let client = reqwest::Client::builder()
         .connect_timeout(timeout)
         .timeout(timeout)

@@ -229,15 +229,7 @@ async fn create_task(
     input: TaskInput,
     copied_from: Option<i64>,
 ) -> ApiResult<i64> {
-    let tenant = match input.tenant_id {
-        Some(t) if t != caller.tenant_id && !caller.is_super() => {
-            return Err(ApiError::denied(
-                "only super administrators create tasks in other tenants",
-            ));
-        }
-        Some(t) => t,
-        None => caller.tenant_id,
-    };
+    let tenant = caller.target_tenant(input.tenant_id, "tasks")?;
     let checked = types::check_input(state, tenant, &input).await?;
     caller.require_on(Permission::TasksWrite, &checked.scope_clusters)?;
     if checked.file_version.is_some() {

@@ -475,7 +475,6 @@ pub async fn tick(state: &ManagerState) -> ApiResult<()> {
 
 /// Starts waiting tasks, oldest first, as budgets allow.
 async fn start_waiting(state: &ManagerState) -> ApiResult<()> {
-    let now = state.now_ms();
     let waiting: Vec<i64> = sqlx::query("SELECT id FROM tasks WHERE state = 'waiting' ORDER BY id")
         .fetch_all(&state.db.pool)
         .await?
@@ -486,14 +485,7 @@ async fn start_waiting(state: &ManagerState) -> ApiResult<()> {
         match start(state, id).await {
             Ok(_) => {}
             Err(StartError::Refused(message)) => {
-                sqlx::query(
-                    "UPDATE tasks SET state = 'failed', error = $1, finished_at = $2, updated_at = $2 WHERE id = $3",
-                )
-                .bind(&message)
-                .bind(now)
-                .bind(id)
-                .execute(&state.db.pool)
-                .await?;
+                fail(state, id, &message).await?;
                 log(state, id, "error", &format!("refused: {message}")).await?;
             }
             // One task's failure must not hold the others back.
@@ -502,6 +494,19 @@ async fn start_waiting(state: &ManagerState) -> ApiResult<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Ends a task as failed with `message` (a start the tenant's budget refused).
+async fn fail(state: &ManagerState, id: i64, message: &str) -> ApiResult<()> {
+    sqlx::query(
+        "UPDATE tasks SET state = 'failed', error = $1, finished_at = $2, updated_at = $2 WHERE id = $3",
+    )
+    .bind(message)
+    .bind(state.now_ms())
+    .bind(id)
+    .execute(&state.db.pool)
+    .await?;
     Ok(())
 }
 
@@ -537,14 +542,7 @@ async fn spawn_run(state: &ManagerState, parent: i64) -> ApiResult<i64> {
     .try_get("id")?;
     match start(state, id).await {
         Ok(_) => {}
-        Err(StartError::Refused(message)) => {
-            sqlx::query("UPDATE tasks SET state = 'failed', error = $1, finished_at = $2, updated_at = $2 WHERE id = $3")
-                .bind(message)
-                .bind(now)
-                .bind(id)
-                .execute(&state.db.pool)
-                .await?;
-        }
+        Err(StartError::Refused(message)) => fail(state, id, &message).await?,
         Err(StartError::Api(e)) => return Err(e),
     }
     Ok(id)
