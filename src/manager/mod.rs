@@ -15,6 +15,7 @@ pub mod auth;
 mod auth_api;
 pub mod clock;
 mod clusters;
+mod console;
 pub mod db;
 pub mod discovery;
 pub mod error;
@@ -414,7 +415,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api().split_for_parts().1
 }
 
-/// The whole HTTP application: the API, its OpenAPI document, `/metrics`, `/healthz`.
+/// The whole HTTP application: the API, its OpenAPI document, `/metrics`, `/healthz`, and the
+/// web console at every other path.
 pub fn router(state: ManagerState) -> Router {
     let (api, doc) = api().split_for_parts();
     let doc = Arc::new(doc);
@@ -427,7 +429,7 @@ pub fn router(state: ManagerState) -> Router {
     )
     .route("/healthz", axum::routing::get(healthz))
     .route("/metrics", axum::routing::get(metrics))
-    .fallback(|| async { ApiError::not_found("route") })
+    .fallback(console::serve)
     // Outermost first: the audit layer sees every change's final status (denials included);
     // the metrics layer times the whole request; the body limit guards the JSON parsers; the
     // trace layer logs method, path and status (never headers, which carry tokens).

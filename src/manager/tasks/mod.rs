@@ -177,13 +177,15 @@ async fn list(
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM tasks WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR state = $2) \
          AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR parent_id = $4) AND ($5 IS NULL OR id < $5) \
-         ORDER BY id DESC LIMIT $6"
+         AND ($6 IS NULL OR id IN (SELECT task_id FROM task_nodes WHERE node_id = $6)) \
+         ORDER BY id DESC LIMIT $7"
     )))
     .bind(caller.tenant_filter())
     .bind(q.state)
     .bind(q.kind)
     .bind(q.parent_id)
     .bind(q.before)
+    .bind(q.node_id)
     // Scope filtering happens after the query; fetch more so a page is rarely short.
     .bind(limit * 4)
     .fetch_all(&state.db.pool)

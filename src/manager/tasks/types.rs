@@ -200,6 +200,8 @@ pub struct TaskQuery {
     pub cluster_id: Option<i64>,
     /// Only runs of this cron task.
     pub parent_id: Option<i64>,
+    /// Only tasks with a part on this node.
+    pub node_id: Option<i64>,
     /// Tasks with ids below this (paging).
     pub before: Option<i64>,
     /// At most this many (default 100).

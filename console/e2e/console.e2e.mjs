@@ -1,0 +1,254 @@
+// The console end to end in Debian's Chromium, driven by Playwright's library. Run by
+// tests/console.rs, which starts the manager, the registry and the nodes, and reads the lines
+// this script prints (`CLUSTER id`, `JOIN_TOKEN t`, `TASK id`); it answers `NODES_STARTED` on
+// stdin once the nodes it started with the join token run.
+//
+// Environment: SHOAL_URL, ADMIN_PASSWORD, OPS_PASSWORD, IMAGE (a reference the nodes' upstream
+// holds), SCREENSHOT_DIR.
+import assert from 'node:assert/strict';
+import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const url = process.env.SHOAL_URL;
+const shots = process.env.SCREENSHOT_DIR;
+const image = process.env.IMAGE;
+const adminPassword = process.env.ADMIN_PASSWORD;
+const opsPassword = process.env.OPS_PASSWORD;
+for (const [k, v] of Object.entries({ SHOAL_URL: url, SCREENSHOT_DIR: shots, IMAGE: image, ADMIN_PASSWORD: adminPassword, OPS_PASSWORD: opsPassword })) {
+  if (!v) throw new Error(`${k} is not set`);
+}
+
+const stdin = createInterface({ input: process.stdin });
+const answers = stdin[Symbol.asyncIterator]();
+/** Prints a line for the Rust test; with `wait`, returns its answer. */
+async function tell(line, wait) {
+  process.stdout.write(`${line}\n`);
+  if (!wait) return undefined;
+  const { value, done } = await answers.next();
+  if (done) throw new Error(`no answer to ${line}`);
+  assert.equal(value.trim(), wait);
+  return value;
+}
+
+let shot = 0;
+async function screenshot(page, name) {
+  shot += 1;
+  await page.screenshot({ path: join(shots, `${String(shot).padStart(2, '0')}-${name}.png`), fullPage: true });
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+});
+// Nothing but the manager is ever asked for: a request elsewhere fails the test.
+const foreign = [];
+const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+context.on('request', (r) => {
+  if (!r.url().startsWith(url) && !r.url().startsWith('data:')) foreign.push(r.url());
+});
+const page = await context.newPage();
+const pageErrors = [];
+page.on('pageerror', (e) => pageErrors.push(String(e)));
+page.setDefaultTimeout(20_000);
+
+async function signIn(name, password) {
+  await page.goto(url);
+  await page.getByLabel('User name').fill(name);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign out' }).waitFor();
+}
+
+async function go(path) {
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: path, exact: true }).click();
+}
+
+try {
+  // Sign in as the first administrator.
+  await page.goto(url);
+  await page.getByRole('button', { name: 'Sign in' }).waitFor();
+  await screenshot(page, 'signin');
+  await page.getByLabel('User name').fill('admin');
+  await page.getByLabel('Password').fill('wrong password');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('alert').filter({ hasText: 'wrong user name or password' }).waitFor();
+  await page.getByLabel('Password').fill(adminPassword);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Tasks', exact: true }).waitFor();
+
+  // Targets: a static cluster of two hosts; its join token is shown once.
+  await go('Clusters');
+  await page.getByRole('button', { name: 'New cluster' }).click();
+  const create = page.getByRole('dialog');
+  await create.getByLabel('Name').fill('edge');
+  await create.getByLabel('Hosts').fill('n1\nn2');
+  await create.getByRole('button', { name: 'Create' }).click();
+  const secret = page.locator('.secret').first();
+  await secret.waitFor();
+  const token = (await secret.textContent()).trim();
+  await screenshot(page, 'clusters-join-token');
+  const cluster = await page.evaluate(async () => {
+    const s = JSON.parse(sessionStorage.getItem('shoal.session'));
+    const r = await fetch('/api/v1/clusters', { headers: { authorization: `Bearer ${s.token}` } });
+    return (await r.json()).find((c) => c.name === 'edge');
+  });
+  await tell(`CLUSTER ${cluster.id}`);
+  await tell(`JOIN_TOKEN ${token}`, 'NODES_STARTED');
+  await page.keyboard.press('Escape');
+
+  // The nodes joined: both healthy on the node list.
+  await go('Nodes');
+  const nodeRows = page.getByRole('table', { name: 'Nodes' }).locator('tbody tr');
+  await page.waitForFunction(
+    () => document.querySelectorAll('table[aria-label="Nodes"] tbody tr [data-state="healthy"]').length === 2,
+    undefined,
+    { timeout: 60_000 },
+  );
+  assert.equal(await nodeRows.count(), 2);
+  await screenshot(page, 'nodes');
+
+  // Tasks: an image to the cluster, now, limited to 200 Mbit/s per node.
+  await go('Tasks');
+  await page.getByRole('link', { name: 'New task' }).click();
+  await page.getByLabel('Image', { exact: true }).fill(image);
+  await page.getByLabel('cluster edge').check();
+  await page.getByLabel('Limit per node (Mbit/s)').fill('200');
+  await screenshot(page, 'new-task');
+  await page.getByRole('button', { name: 'Create task' }).click();
+  await page.waitForURL(/\/tasks\/\d+$/);
+  const taskId = Number(page.url().split('/').pop());
+  await tell(`TASK ${taskId}`);
+  // Live: the page reaches `succeeded` without a reload, with both nodes' bars full.
+  await page.locator('.facts [data-state="succeeded"]').waitFor({ timeout: 120_000 });
+  const rows = page.getByRole('table', { name: 'Task nodes' }).locator('tbody tr');
+  await page.waitForFunction(
+    () => document.querySelectorAll('table[aria-label="Task nodes"] tbody [data-state="succeeded"]').length === 2,
+  );
+  assert.deepEqual((await rows.locator('td:first-child').allTextContents()).sort(), ['n1', 'n2']);
+  for (const bar of await page.getByRole('progressbar', { name: /^n\d progress$/ }).all()) {
+    assert.equal(await bar.getAttribute('aria-valuenow'), '100');
+  }
+  assert.match(await page.getByText('Where the bytes came from').locator('..').textContent(), /upstream/);
+  await page.getByRole('log', { name: 'Task log' }).waitFor();
+  await screenshot(page, 'task');
+  await go('Tasks');
+  await page.locator(`tr[data-task-id="${taskId}"] [data-state="succeeded"]`).waitFor();
+  await screenshot(page, 'tasks');
+
+  // Analysis: the charts are drawn, and their data holds the task.
+  await go('Analysis');
+  for (const chart of ['duration', 'success', 'bytes', 'nodes']) {
+    const wrap = page.getByTestId(`chart-${chart}`);
+    await wrap.locator('canvas').waitFor();
+    const box = await wrap.locator('canvas').boundingBox();
+    assert.ok(box && box.width > 100 && box.height > 100, `chart ${chart} has no size`);
+  }
+  const byNodes = page.getByTestId('chart-nodes');
+  await byNodes.locator('summary').click();
+  await byNodes.getByRole('link', { name: new RegExp(`#${taskId}\\b`) }).waitFor();
+  const row = byNodes.locator('tr', { has: page.getByRole('link', { name: new RegExp(`#${taskId}\\b`) }) });
+  assert.match(await row.textContent(), /\b2\b/);
+  await screenshot(page, 'analysis');
+
+  // Audit: the cluster and the task are in the log.
+  await go('Audit log');
+  await page.getByRole('table').getByText(/clusters/).first().waitFor();
+  await page.getByRole('table').getByText(/tasks/).first().waitFor();
+  await screenshot(page, 'audit');
+
+  // Permissions: a task administrator on the cluster.
+  await go('Users');
+  await page.getByRole('button', { name: 'New user' }).click();
+  const newUser = page.getByRole('dialog');
+  await newUser.getByLabel('Name').fill('ops');
+  await newUser.getByLabel('Password').fill(opsPassword);
+  await newUser.getByRole('button', { name: 'Create' }).click();
+  await page.getByRole('link', { name: 'ops', exact: true }).click();
+  await page.getByRole('button', { name: 'Add binding' }).click();
+  const binding = page.getByRole('dialog');
+  await binding.getByLabel('Role').selectOption({ label: 'task-admin' });
+  await binding.getByLabel('edge').check();
+  await binding.getByRole('button', { name: 'Add' }).click();
+  await page.getByRole('table', { name: 'Role bindings' }).getByText('task-admin').waitFor();
+  await screenshot(page, 'users-ops');
+  await go('Users');
+  await screenshot(page, 'users');
+  await go('Roles');
+  await page.getByText('task-admin').first().waitFor();
+  await screenshot(page, 'roles');
+  await go('Access tokens');
+  await screenshot(page, 'tokens');
+
+  // Phone size: the menu folds away, the task page still reads.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(`${url}/tasks/${taskId}`);
+  await page.locator('.facts [data-state="succeeded"]').waitFor();
+  await screenshot(page, 'task-phone');
+  await page.getByRole('button', { name: 'Menu' }).click();
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Tasks', exact: true }).waitFor();
+  await screenshot(page, 'menu-phone');
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  // Signed out, then in as the task administrator: tasks yes, permission edits no.
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('status').filter({ hasText: 'signed out' }).waitFor();
+  await signIn('ops', opsPassword);
+  const nav = page.getByRole('navigation', { name: 'Main' });
+  await nav.getByRole('link', { name: 'Tasks', exact: true }).waitFor();
+  assert.equal(await page.getByRole('link', { name: 'New task' }).count(), 1);
+  for (const link of ['Users', 'Roles', 'Audit log']) {
+    assert.equal(await nav.getByRole('link', { name: link, exact: true }).count(), 0, `${link} is shown to a task administrator`);
+  }
+  // Even on the permission pages' own addresses, no edit control is there.
+  for (const path of ['/users', '/roles']) {
+    await page.goto(`${url}${path}`);
+    await page.getByRole('heading', { level: 1 }).waitFor();
+    await page.waitForLoadState('networkidle');
+    for (const name of ['New user', 'New role', 'Delete', 'Edit', 'Add binding', 'Reset password', 'Disable']) {
+      assert.equal(await page.getByRole('button', { name }).count(), 0, `${path} shows "${name}" to a task administrator`);
+    }
+    await screenshot(page, `ops${path.replace('/', '-')}`);
+  }
+  // And the API refuses them as well.
+  const refused = await page.evaluate(async () => {
+    const s = JSON.parse(sessionStorage.getItem('shoal.session'));
+    const r = await fetch('/api/v1/users', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${s.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'eve', password: 'longenough1' }),
+    });
+    return { status: r.status, body: await r.json() };
+  });
+  assert.equal(refused.status, 403);
+  assert.equal(refused.body.code, 'DENIED');
+
+  // A session the manager no longer accepts sends the user back to sign-in.
+  await page.evaluate(() => {
+    const s = JSON.parse(sessionStorage.getItem('shoal.session'));
+    s.token = 'shs_revoked';
+    sessionStorage.setItem('shoal.session', JSON.stringify(s));
+  });
+  await page.goto(`${url}/tasks`);
+  await page.getByRole('status').filter({ hasText: 'session' }).waitFor();
+  await page.getByRole('button', { name: 'Sign in' }).waitFor();
+  await screenshot(page, 'signin-expired');
+
+  assert.deepEqual(foreign, [], 'the console fetched from elsewhere');
+  assert.deepEqual(pageErrors, [], 'the console threw');
+} catch (e) {
+  await screenshot(page, 'failure').catch(() => undefined);
+  console.error(e);
+  process.exitCode = 1;
+} finally {
+  stdin.close();
+  await browser.close();
+}

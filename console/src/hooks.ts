@@ -1,0 +1,74 @@
+import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
+import { ApiError } from './api';
+
+export interface Loaded<T> {
+  data: T | undefined;
+  error: ApiError | undefined;
+  loading: boolean;
+  reload: () => void;
+}
+
+/**
+ * Loads with `f` when `deps` change, and again every `everyMs` while the page is visible
+ * (live views). A failed reload keeps the last data and shows the error.
+ */
+export function useLoad<T>(f: () => Promise<T>, deps: unknown[], everyMs?: number): Loaded<T> {
+  const [data, setData] = useState<T | undefined>(undefined);
+  const [error, setError] = useState<ApiError | undefined>(undefined);
+  const [loading, setLoading] = useState(true);
+  const gen = useRef(0);
+  const fn = useRef(f);
+  fn.current = f;
+  const run = useCallback(() => {
+    const g = ++gen.current;
+    fn.current().then(
+      (d) => {
+        if (g !== gen.current) return;
+        setData(d);
+        setError(undefined);
+        setLoading(false);
+      },
+      (e: unknown) => {
+        if (g !== gen.current) return;
+        setError(e instanceof ApiError ? e : new ApiError(0, 'ERROR', String(e)));
+        setLoading(false);
+      },
+    );
+  }, []);
+  useEffect(() => {
+    setLoading(true);
+    setData(undefined);
+    run();
+    return () => {
+      gen.current++;
+    };
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, deps);
+  useEffect(() => {
+    if (!everyMs) return;
+    const t = setInterval(() => {
+      if (document.visibilityState === 'visible') run();
+    }, everyMs);
+    return () => clearInterval(t);
+  }, [everyMs]);
+  return { data, error, loading, reload: run };
+}
+
+/** Runs an action, keeping its error and whether it is running, for buttons and forms. */
+export function useAction() {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<ApiError | undefined>(undefined);
+  const run = useCallback(async <T,>(f: () => Promise<T>): Promise<T | undefined> => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      return await f();
+    } catch (e) {
+      setError(e instanceof ApiError ? e : new ApiError(0, 'ERROR', String(e)));
+      return undefined;
+    } finally {
+      setBusy(false);
+    }
+  }, []);
+  return { busy, error, run, clear: () => setError(undefined) };
+}
