@@ -1,0 +1,193 @@
+// Roles: the built-in roles (read-only) and the tenant's custom roles, each a set of permissions.
+import { useState } from 'preact/hooks';
+import { can, del, get, post, put, type Me, type Permission } from '../api';
+import { Button, Dialog, ErrorNote, Field, Loading, Page, Table } from '../components/ui';
+import { useAction, useLoad } from '../hooks';
+import { Confirm, PermissionChecks } from './tokens';
+
+export interface Role {
+  id: number;
+  name: string;
+  description: string;
+  permissions: Permission[];
+  builtin: boolean;
+  tenant_id: number | null;
+}
+
+interface Tenant {
+  id: number;
+  name: string;
+}
+
+/** The role dialog: view (built-in, or without roles:write), create or edit. */
+type Editing = { mode: 'view' | 'edit'; role: Role } | { mode: 'create' };
+
+export function RolesPage(props: { me: Me; id?: number; url?: URL }) {
+  const { me } = props;
+  const write = can(me, 'roles:write');
+  const roles = useLoad(() => get<Role[]>('/roles'), []);
+  const perms = useLoad(() => get<Permission[]>('/permissions'), []);
+  const tenants = useLoad(
+    () => (me.super_admin && can(me, 'tenants:read') ? get<Tenant[]>('/tenants') : Promise.resolve([] as Tenant[])),
+    [me.id],
+  );
+  const [editing, setEditing] = useState<Editing | null>(null);
+  const [deleting, setDeleting] = useState<Role | null>(null);
+  const tenantName = (id: number | null) =>
+    id === null ? 'all' : (tenants.data?.find((t) => t.id === id)?.name ?? `tenant ${id}`);
+
+  const head = ['Name', 'Kind', ...(me.super_admin ? ['Tenant'] : []), 'Description', 'Permissions', ''];
+  return (
+    <Page
+      title="Roles"
+      actions={
+        write && (
+          <Button kind="primary" onClick={() => setEditing({ mode: 'create' })}>
+            New role
+          </Button>
+        )
+      }
+    >
+      <p class="muted">
+        A role is a set of permissions; a role binding gives it to a user on every cluster of their tenant or on chosen
+        clusters. Built-in roles cannot be changed.
+      </p>
+      <ErrorNote error={roles.error} />
+      <Loading loading={roles.loading} empty={!roles.error && !roles.data?.length} what="roles" />
+      {roles.data && roles.data.length > 0 && (
+        <Table label="Roles" head={head}>
+          {roles.data.map((r) => (
+            <tr key={r.id} data-testid={`role-${r.id}`}>
+              <td>
+                <strong>{r.name}</strong>
+              </td>
+              <td>{r.builtin ? 'built-in' : 'custom'}</td>
+              {me.super_admin && <td>{tenantName(r.tenant_id)}</td>}
+              <td class="wrap wide">{r.description}</td>
+              <td class="wrap wide">
+                <code>{r.permissions.join(', ')}</code>
+              </td>
+              <td>
+                <div class="row-actions">
+                  {write && !r.builtin ? (
+                    <>
+                      <Button aria-label={`Edit ${r.name}`} onClick={() => setEditing({ mode: 'edit', role: r })}>
+                        Edit
+                      </Button>
+                      <Button kind="danger" aria-label={`Delete ${r.name}`} onClick={() => setDeleting(r)}>
+                        Delete
+                      </Button>
+                    </>
+                  ) : (
+                    <Button aria-label={`View ${r.name}`} onClick={() => setEditing({ mode: 'view', role: r })}>
+                      View
+                    </Button>
+                  )}
+                </div>
+              </td>
+            </tr>
+          ))}
+        </Table>
+      )}
+
+      <Dialog
+        title={
+          editing?.mode === 'create'
+            ? 'Create role'
+            : editing?.mode === 'edit'
+              ? `Edit role ${editing.role.name}`
+              : `Role ${editing?.role.name ?? ''}`
+        }
+        open={editing !== null}
+        onClose={() => setEditing(null)}
+      >
+        {editing && (
+          <RoleForm
+            me={me}
+            editing={editing}
+            all={(perms.data ?? []).filter((p) => p !== 'system' || editing.mode === 'view')}
+            onDone={() => {
+              setEditing(null);
+              roles.reload();
+            }}
+            onCancel={() => setEditing(null)}
+          />
+        )}
+        <ErrorNote error={perms.error} />
+      </Dialog>
+
+      {write && (
+        <Confirm
+          title="Delete role"
+          open={deleting !== null}
+          confirm="Delete role"
+          onClose={() => setDeleting(null)}
+          onConfirm={async () => {
+            if (!deleting) return;
+            await del(`/roles/${deleting.id}`);
+            roles.reload();
+          }}
+        >
+          <p>Delete the role “{deleting?.name}”? Its bindings go with it: users who hold it through them lose its permissions.</p>
+        </Confirm>
+      )}
+    </Page>
+  );
+}
+
+function RoleForm(props: { me: Me; editing: Editing; all: Permission[]; onDone: () => void; onCancel: () => void }) {
+  const { me, editing } = props;
+  const role = editing.mode === 'create' ? undefined : editing.role;
+  const readOnly = editing.mode === 'view';
+  const [name, setName] = useState(role?.name ?? '');
+  const [description, setDescription] = useState(role?.description ?? '');
+  const [perms, setPerms] = useState<Permission[]>(role?.permissions ?? []);
+  const act = useAction();
+  // A role holds only permissions in `all`; a built-in one shown read-only lists its own too.
+  const all = readOnly ? [...props.all, ...(role?.permissions ?? []).filter((p) => !props.all.includes(p))] : props.all;
+
+  if (readOnly && role) {
+    return (
+      <div>
+        <p>{role.description}</p>
+        <PermissionChecks legend="Permissions" all={all} value={role.permissions} readOnly />
+        <div class="actions dialog-actions">
+          <Button onClick={props.onCancel}>Close</Button>
+        </div>
+      </div>
+    );
+  }
+  return (
+    <form
+      aria-label={role ? 'Edit role' : 'Create role'}
+      onSubmit={async (e) => {
+        e.preventDefault();
+        const body = { name, description, permissions: perms };
+        const ok = await act.run(() => (role ? put(`/roles/${role.id}`, body) : post('/roles', body)));
+        if (ok) props.onDone();
+      }}
+    >
+      <Field label="Role name">
+        <input name="name" required maxLength={100} value={name} onInput={(e) => setName(e.currentTarget.value)} />
+      </Field>
+      <Field label="Description">
+        <textarea name="description" rows={2} maxLength={1000} value={description} onInput={(e) => setDescription(e.currentTarget.value)} />
+      </Field>
+      <PermissionChecks
+        legend="Permissions"
+        all={all}
+        value={perms}
+        onChange={setPerms}
+        allowed={(p) => can(me, p)}
+        hint="A role can carry only permissions you hold yourself."
+      />
+      <ErrorNote error={act.error} />
+      <div class="actions dialog-actions">
+        <Button type="submit" kind="primary" busy={act.busy} disabled={perms.length === 0}>
+          {role ? 'Save role' : 'Create role'}
+        </Button>
+        <Button onClick={props.onCancel}>Cancel</Button>
+      </div>
+    </form>
+  );
+}

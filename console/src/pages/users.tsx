@@ -1,0 +1,533 @@
+// Users and their role bindings: list, create, disable/enable, reset password, delete; a user's
+// page lists their bindings and binds roles on every cluster or on chosen ones.
+import { useState } from 'preact/hooks';
+import { can, del, get, patch, post, query, type Me } from '../api';
+import { Badge, Button, Dialog, ErrorNote, Facts, Field, Loading, Page, Table } from '../components/ui';
+import { ago, time } from '../format';
+import { useAction, useLoad } from '../hooks';
+import { Link, navigate } from '../router';
+import type { Role } from './roles';
+import { Confirm } from './tokens';
+
+interface Binding {
+  id: number;
+  role_id: number;
+  role: string;
+  clusters: number[];
+}
+
+interface User {
+  id: number;
+  name: string;
+  tenant_id: number;
+  disabled: boolean;
+  created_at: number;
+  bindings: Binding[];
+}
+
+interface Tenant {
+  id: number;
+  name: string;
+}
+
+interface ClusterName {
+  id: number;
+  name: string;
+  tenant_id: number;
+}
+
+const SUPER_ADMIN_ROLE = 'super-admin';
+
+const isSuper = (u: User) => u.bindings.some((b) => b.role === SUPER_ADMIN_ROLE);
+
+/** Tenants (super administrators only: others see just their own). */
+function useTenants(me: Me) {
+  return useLoad(
+    () => (me.super_admin && can(me, 'tenants:read') ? get<Tenant[]>('/tenants') : Promise.resolve([] as Tenant[])),
+    [me.id],
+  );
+}
+
+/** Cluster names, to show bindings (empty without clusters:read). */
+function useClusterNames(me: Me) {
+  return useLoad(
+    () => (can(me, 'clusters:read') ? get<ClusterName[]>('/clusters') : Promise.resolve([] as ClusterName[])),
+    [me.id],
+  );
+}
+
+function bindingScope(b: Binding, clusters: ClusterName[] | undefined): string {
+  if (!b.clusters.length) return 'all clusters';
+  return b.clusters.map((id) => clusters?.find((c) => c.id === id)?.name ?? `cluster ${id}`).join(', ');
+}
+
+function UserState(props: { user: User }) {
+  return <Badge state={props.user.disabled ? 'disabled' : 'active'} />;
+}
+
+export function UsersPage(props: { me: Me; id?: number; url?: URL }) {
+  const { me } = props;
+  const write = can(me, 'users:write');
+  const users = useLoad(() => get<User[]>('/users'), []);
+  const tenants = useTenants(me);
+  const clusters = useClusterNames(me);
+  const [creating, setCreating] = useState(false);
+  const [notice, setNotice] = useState<string | undefined>(undefined);
+  const tenantName = (id: number) => tenants.data?.find((t) => t.id === id)?.name ?? `tenant ${id}`;
+
+  const head = ['Name', ...(me.super_admin ? ['Tenant'] : []), 'State', 'Roles', 'Created', ...(write ? [''] : [])];
+  return (
+    <Page
+      title="Users"
+      actions={
+        write && (
+          <Button
+            kind="primary"
+            onClick={() => {
+              setNotice(undefined);
+              setCreating(true);
+            }}
+          >
+            New user
+          </Button>
+        )
+      }
+    >
+      {notice && (
+        <p class="notice" role="status">
+          {notice}
+        </p>
+      )}
+      <ErrorNote error={users.error} />
+      <Loading loading={users.loading} empty={!users.error && !users.data?.length} what="users" />
+      {users.data && users.data.length > 0 && (
+        <Table label="Users" head={head}>
+          {users.data.map((u) => (
+            <tr key={u.id} data-testid={`user-${u.id}`}>
+              <td>
+                <Link href={`/users/${u.id}`}>{u.name}</Link>
+                {u.id === me.id && <span class="muted"> (you)</span>}
+              </td>
+              {me.super_admin && <td>{tenantName(u.tenant_id)}</td>}
+              <td>
+                <UserState user={u} />
+              </td>
+              <td class="wrap wide">
+                {u.bindings.length ? (
+                  u.bindings.map((b, i) => (
+                    <span key={b.id}>
+                      {i > 0 && '; '}
+                      <strong>{b.role}</strong> <span class="muted">on {bindingScope(b, clusters.data)}</span>
+                    </span>
+                  ))
+                ) : (
+                  <span class="muted">no roles</span>
+                )}
+              </td>
+              <td title={time(u.created_at)}>{ago(u.created_at)}</td>
+              {write && (
+                <td>
+                  <UserActions me={me} user={u} onChanged={users.reload} onDeleted={users.reload} />
+                </td>
+              )}
+            </tr>
+          ))}
+        </Table>
+      )}
+      {write && (
+        <Dialog title="Create user" open={creating} onClose={() => setCreating(false)}>
+          <CreateUser
+            me={me}
+            tenants={tenants.data ?? []}
+            onCancel={() => setCreating(false)}
+            onCreated={(u) => {
+              setCreating(false);
+              setNotice(`User ${u.name} created.`);
+              users.reload();
+            }}
+          />
+        </Dialog>
+      )}
+    </Page>
+  );
+}
+
+function CreateUser(props: { me: Me; tenants: Tenant[]; onCancel: () => void; onCreated: (u: User) => void }) {
+  const { me } = props;
+  const [name, setName] = useState('');
+  const [password, setPassword] = useState('');
+  const [tenant, setTenant] = useState(String(me.tenant_id));
+  const [role, setRole] = useState('');
+  const act = useAction();
+  const roles = useLoad(() => (can(me, 'roles:read') ? get<Role[]>('/roles') : Promise.resolve([] as Role[])), [me.id]);
+  const tenantId = Number(tenant);
+  const choosable = (roles.data ?? []).filter(
+    (r) => (r.tenant_id === null || r.tenant_id === tenantId) && (me.super_admin || !r.permissions.includes('system')),
+  );
+  return (
+    <form
+      aria-label="Create user"
+      onSubmit={async (e) => {
+        e.preventDefault();
+        const u = await act.run(() =>
+          post<User>('/users', {
+            name,
+            password,
+            tenant_id: me.super_admin ? tenantId : undefined,
+            bindings: role ? [{ role_id: Number(role), clusters: [] }] : [],
+          }),
+        );
+        if (u) props.onCreated(u);
+      }}
+    >
+      <Field label="User name">
+        <input name="name" autocomplete="off" required maxLength={100} value={name} onInput={(e) => setName(e.currentTarget.value)} />
+      </Field>
+      <Field label="Password" hint="At least 8 characters.">
+        <input
+          name="password"
+          type="password"
+          autocomplete="new-password"
+          required
+          minLength={8}
+          value={password}
+          onInput={(e) => setPassword(e.currentTarget.value)}
+        />
+      </Field>
+      {me.super_admin && props.tenants.length > 0 && (
+        <Field label="Tenant">
+          <select
+            name="tenant_id"
+            value={tenant}
+            onChange={(e) => {
+              setTenant(e.currentTarget.value);
+              setRole('');
+            }}
+          >
+            {props.tenants.map((t) => (
+              <option key={t.id} value={String(t.id)}>
+                {t.name}
+              </option>
+            ))}
+          </select>
+        </Field>
+      )}
+      {can(me, 'roles:read') && (
+        <Field label="Role" hint="Given on every cluster; more bindings can be added on the user's page.">
+          <select name="role" value={role} onChange={(e) => setRole(e.currentTarget.value)}>
+            <option value="">No role</option>
+            {choosable.map((r) => (
+              <option key={r.id} value={String(r.id)}>
+                {r.name}
+              </option>
+            ))}
+          </select>
+        </Field>
+      )}
+      <ErrorNote error={act.error ?? roles.error} />
+      <div class="actions dialog-actions">
+        <Button type="submit" kind="primary" busy={act.busy}>
+          Create user
+        </Button>
+        <Button onClick={props.onCancel}>Cancel</Button>
+      </div>
+    </form>
+  );
+}
+
+/** Disable or enable, reset the password, delete (for users:write holders). */
+function UserActions(props: { me: Me; user: User; onChanged: () => void; onDeleted: () => void }) {
+  const { me, user } = props;
+  const [dialog, setDialog] = useState<'disable' | 'reset' | 'delete' | null>(null);
+  const enable = useAction();
+  const self = user.id === me.id;
+  return (
+    <div class="row-actions">
+      {!self &&
+        (user.disabled ? (
+          <Button
+            aria-label={`Enable ${user.name}`}
+            busy={enable.busy}
+            onClick={async () => {
+              const ok = await enable.run(() => patch(`/users/${user.id}`, { disabled: false }));
+              if (ok) props.onChanged();
+            }}
+          >
+            Enable
+          </Button>
+        ) : (
+          <Button aria-label={`Disable ${user.name}`} onClick={() => setDialog('disable')}>
+            Disable
+          </Button>
+        ))}
+      <Button aria-label={`Reset password of ${user.name}`} onClick={() => setDialog('reset')}>
+        Reset password
+      </Button>
+      {!self && (
+        <Button kind="danger" aria-label={`Delete ${user.name}`} onClick={() => setDialog('delete')}>
+          Delete
+        </Button>
+      )}
+      <ErrorNote error={enable.error} />
+
+      <Confirm
+        title="Disable user"
+        open={dialog === 'disable'}
+        confirm="Disable user"
+        onClose={() => setDialog(null)}
+        onConfirm={async () => {
+          await patch(`/users/${user.id}`, { disabled: true });
+          props.onChanged();
+        }}
+      >
+        <p>
+          Disable {user.name}? Signing in is refused, and their sessions and access tokens are revoked (enabling them again
+          does not bring those back).
+        </p>
+      </Confirm>
+      <Confirm
+        title="Delete user"
+        open={dialog === 'delete'}
+        confirm="Delete user"
+        onClose={() => setDialog(null)}
+        onConfirm={async () => {
+          await del(`/users/${user.id}`);
+          props.onDeleted();
+        }}
+      >
+        <p>Delete {user.name}? Their role bindings and access tokens go with them. This cannot be undone.</p>
+      </Confirm>
+      <Dialog title={`Reset the password of ${user.name}`} open={dialog === 'reset'} onClose={() => setDialog(null)}>
+        <ResetPassword
+          user={user}
+          self={self}
+          onDone={() => {
+            setDialog(null);
+            props.onChanged();
+          }}
+          onCancel={() => setDialog(null)}
+        />
+      </Dialog>
+    </div>
+  );
+}
+
+function ResetPassword(props: { user: User; self: boolean; onDone: () => void; onCancel: () => void }) {
+  const [password, setPassword] = useState('');
+  const act = useAction();
+  return (
+    <form
+      aria-label="Reset password"
+      onSubmit={async (e) => {
+        e.preventDefault();
+        const ok = await act.run(() => patch(`/users/${props.user.id}`, { password }));
+        if (ok) props.onDone();
+      }}
+    >
+      <p>
+        {props.self
+          ? 'This ends all of your sessions and access tokens, this one included: you will sign in again.'
+          : `This ends all of ${props.user.name}'s sessions and access tokens.`}
+      </p>
+      <Field label="New password" hint="At least 8 characters.">
+        <input
+          name="password"
+          type="password"
+          autocomplete="new-password"
+          required
+          minLength={8}
+          value={password}
+          onInput={(e) => setPassword(e.currentTarget.value)}
+        />
+      </Field>
+      <ErrorNote error={act.error} />
+      <div class="actions dialog-actions">
+        <Button type="submit" kind="primary" busy={act.busy}>
+          Set password
+        </Button>
+        <Button onClick={props.onCancel}>Cancel</Button>
+      </div>
+    </form>
+  );
+}
+
+export function UserPage(props: { me: Me; id?: number; url?: URL }) {
+  const { me } = props;
+  const id = props.id ?? 0;
+  const write = can(me, 'users:write');
+  const user = useLoad(() => get<User>(`/users/${id}`), [id]);
+  const tenants = useTenants(me);
+  const clusters = useClusterNames(me);
+  const [removing, setRemoving] = useState<Binding | null>(null);
+  const u = user.data;
+
+  return (
+    <Page
+      title={u ? `User ${u.name}` : 'User'}
+      actions={
+        write &&
+        u && <UserActions me={me} user={u} onChanged={user.reload} onDeleted={() => navigate('/users')} />
+      }
+    >
+      <p>
+        <Link href="/users">← All users</Link>
+      </p>
+      <ErrorNote error={user.error} />
+      <Loading loading={user.loading && !u} />
+      {u && (
+        <>
+          <Facts
+            items={[
+              ['Name', u.name],
+              ['Tenant', tenants.data?.find((t) => t.id === u.tenant_id)?.name ?? String(u.tenant_id)],
+              ['State', <UserState user={u} />],
+              ['Super administrator', isSuper(u) ? 'yes' : 'no'],
+              ['Created', time(u.created_at)],
+            ]}
+          />
+          <h2>Role bindings</h2>
+          {u.bindings.length === 0 ? (
+            <p class="muted">No roles: this user may only manage their own access tokens.</p>
+          ) : (
+            <Table label="Role bindings" head={['Role', 'Clusters', ...(write ? [''] : [])]}>
+              {u.bindings.map((b) => (
+                <tr key={b.id} data-testid={`binding-${b.id}`}>
+                  <td>
+                    <strong>{b.role}</strong>
+                  </td>
+                  <td class="wrap mid">{bindingScope(b, clusters.data)}</td>
+                  {write && (
+                    <td>
+                      <Button kind="danger" aria-label={`Remove binding ${b.role}`} onClick={() => setRemoving(b)}>
+                        Remove
+                      </Button>
+                    </td>
+                  )}
+                </tr>
+              ))}
+            </Table>
+          )}
+          {write && (
+            <AddBinding
+              me={me}
+              user={u}
+              clusters={(clusters.data ?? []).filter((c) => c.tenant_id === u.tenant_id)}
+              onAdded={user.reload}
+            />
+          )}
+          {write && (
+            <Confirm
+              title="Remove role binding"
+              open={removing !== null}
+              confirm="Remove binding"
+              onClose={() => setRemoving(null)}
+              onConfirm={async () => {
+                if (!removing) return;
+                await del(`/bindings/${removing.id}`);
+                user.reload();
+              }}
+            >
+              <p>
+                Remove the role {removing?.role} on {removing ? bindingScope(removing, clusters.data) : ''} from {u.name}?
+              </p>
+            </Confirm>
+          )}
+        </>
+      )}
+    </Page>
+  );
+}
+
+function AddBinding(props: { me: Me; user: User; clusters: ClusterName[]; onAdded: () => void }) {
+  const { me, user } = props;
+  const roles = useLoad(
+    () =>
+      can(me, 'roles:read')
+        ? get<Role[]>(`/roles${query({ tenant_id: me.super_admin ? user.tenant_id : undefined })}`)
+        : Promise.resolve([] as Role[]),
+    [me.id, user.tenant_id],
+  );
+  const [role, setRole] = useState('');
+  const [scope, setScope] = useState<'all' | 'chosen'>('all');
+  const [chosen, setChosen] = useState<number[]>([]);
+  const act = useAction();
+  const choosable = (roles.data ?? []).filter(
+    (r) => (r.tenant_id === null || r.tenant_id === user.tenant_id) && (me.super_admin || !r.permissions.includes('system')),
+  );
+  return (
+    <form
+      class="card stack"
+      aria-label="Add role binding"
+      onSubmit={async (e) => {
+        e.preventDefault();
+        const ok = await act.run(() =>
+          post(`/users/${user.id}/bindings`, { role_id: Number(role), clusters: scope === 'all' ? [] : chosen }),
+        );
+        if (ok) {
+          setRole('');
+          setScope('all');
+          setChosen([]);
+          props.onAdded();
+        }
+      }}
+    >
+      <h2 class="card-title">Add a role binding</h2>
+      {!can(me, 'roles:read') && <p class="muted">Choosing a role needs the permission roles:read.</p>}
+      <Field label="Role">
+        <select name="role" required value={role} onChange={(e) => setRole(e.currentTarget.value)}>
+          <option value="">Choose a role…</option>
+          {choosable.map((r) => (
+            <option key={r.id} value={String(r.id)}>
+              {r.name}
+              {r.builtin ? '' : ' (custom)'}
+            </option>
+          ))}
+        </select>
+      </Field>
+      <fieldset>
+        <legend>Clusters</legend>
+        <div class="checks">
+          <label>
+            <input type="radio" name="scope" value="all" checked={scope === 'all'} onChange={() => setScope('all')} />
+            All clusters
+          </label>
+          <label>
+            <input type="radio" name="scope" value="chosen" checked={scope === 'chosen'} onChange={() => setScope('chosen')} />
+            Chosen clusters
+          </label>
+        </div>
+        {scope === 'chosen' &&
+          (props.clusters.length ? (
+            <div class="checks chosen-clusters" role="group" aria-label="Clusters to bind">
+              {props.clusters.map((c) => (
+                <label key={c.id}>
+                  <input
+                    type="checkbox"
+                    name="clusters"
+                    value={String(c.id)}
+                    checked={chosen.includes(c.id)}
+                    onChange={(e) =>
+                      setChosen(e.currentTarget.checked ? [...chosen, c.id] : chosen.filter((x) => x !== c.id))
+                    }
+                  />
+                  {c.name}
+                </label>
+              ))}
+            </div>
+          ) : (
+            <p class="muted">
+              {can(me, 'clusters:read') ? 'The tenant has no clusters yet.' : 'Listing clusters needs clusters:read.'}
+            </p>
+          ))}
+        <p class="hint muted">
+          Cluster permissions (clusters, nodes, tasks) hold only on the chosen clusters; the role's other permissions hold
+          tenant-wide.
+        </p>
+      </fieldset>
+      <ErrorNote error={act.error ?? roles.error} />
+      <Button type="submit" kind="primary" busy={act.busy} disabled={!role || (scope === 'chosen' && chosen.length === 0)}>
+        Add binding
+      </Button>
+    </form>
+  );
+}
