@@ -48,7 +48,7 @@ fn console_packages() -> bool {
 /// A `shoal manager` process on a fresh data directory.
 struct ManagerProcess {
     url: String,
-    daemon: Daemon,
+    _daemon: Daemon,
     _dir: tempfile::TempDir,
 }
 
@@ -72,7 +72,7 @@ impl ManagerProcess {
         );
         ManagerProcess {
             url,
-            daemon,
+            _daemon: daemon,
             _dir: dir,
         }
     }
@@ -265,6 +265,7 @@ async fn the_console_distributes_an_image_and_shows_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_manager_serves_the_console() {
     let manager = tokio::task::block_in_place(ManagerProcess::start);
+    shoal::oci::install_crypto_provider();
     let client = reqwest::Client::new();
     let index = client
         .get(format!("{}/tasks/12", manager.url))

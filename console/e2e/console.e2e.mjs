@@ -88,11 +88,13 @@ try {
   // Targets: a static cluster of two hosts; its join token is shown once.
   await go('Clusters');
   await page.getByRole('button', { name: 'New cluster' }).click();
-  const create = page.getByRole('dialog');
-  await create.getByLabel('Name').fill('edge');
+  const create = page.getByRole('dialog', { name: 'Create cluster' });
+  await create.getByLabel('Cluster name').fill('edge');
+  await create.getByLabel('Kind').selectOption('static');
   await create.getByLabel('Hosts').fill('n1\nn2');
-  await create.getByRole('button', { name: 'Create' }).click();
-  const secret = page.locator('.secret').first();
+  await create.getByRole('button', { name: 'Create cluster' }).click();
+  const joinDialog = page.getByRole('dialog', { name: 'Join token of edge' });
+  const secret = joinDialog.locator('.secret');
   await secret.waitFor();
   const token = (await secret.textContent()).trim();
   await screenshot(page, 'clusters-join-token');
@@ -103,7 +105,9 @@ try {
   });
   await tell(`CLUSTER ${cluster.id}`);
   await tell(`JOIN_TOKEN ${token}`, 'NODES_STARTED');
-  await page.keyboard.press('Escape');
+  await joinDialog.getByRole('button', { name: 'Done' }).click();
+  await page.getByRole('table', { name: 'Clusters' }).getByText('edge').waitFor();
+  await screenshot(page, 'clusters');
 
   // The nodes joined: both healthy on the node list.
   await go('Nodes');
@@ -119,7 +123,7 @@ try {
   // Tasks: an image to the cluster, now, limited to 200 Mbit/s per node.
   await go('Tasks');
   await page.getByRole('link', { name: 'New task' }).click();
-  await page.getByLabel('Image', { exact: true }).fill(image);
+  await page.getByRole('textbox', { name: 'Image', exact: true }).fill(image);
   await page.getByLabel('cluster edge').check();
   await page.getByLabel('Limit per node (Mbit/s)').fill('200');
   await screenshot(page, 'new-task');
@@ -153,31 +157,38 @@ try {
     assert.ok(box && box.width > 100 && box.height > 100, `chart ${chart} has no size`);
   }
   const byNodes = page.getByTestId('chart-nodes');
-  await byNodes.locator('summary').click();
-  await byNodes.getByRole('link', { name: new RegExp(`#${taskId}\\b`) }).waitFor();
-  const row = byNodes.locator('tr', { has: page.getByRole('link', { name: new RegExp(`#${taskId}\\b`) }) });
-  assert.match(await row.textContent(), /\b2\b/);
+  await byNodes.getByText('Data').click();
+  const point = byNodes.locator(`tr[data-task-id="${taskId}"]`);
+  await point.waitFor();
+  // One point for the task: two nodes, and its duration.
+  assert.ok((await point.locator('td').allTextContents()).map((c) => c.trim()).includes('2'), 'the point is not at 2 nodes');
+  await page.getByTestId('chart-bytes').getByText('Data').click();
+  await page.getByTestId('summary-tasks').waitFor();
+  assert.match(await page.getByTestId('summary-tasks').textContent(), /1 succeeded, 0 failed/);
   await screenshot(page, 'analysis');
 
   // Audit: the cluster and the task are in the log.
   await go('Audit log');
-  await page.getByRole('table').getByText(/clusters/).first().waitFor();
-  await page.getByRole('table').getByText(/tasks/).first().waitFor();
+  const audit = page.getByRole('table', { name: 'Audit log' });
+  await audit.locator('tbody tr').first().waitFor();
+  const auditText = await audit.textContent();
+  assert.match(auditText, /clusters/);
+  assert.match(auditText, /tasks/);
   await screenshot(page, 'audit');
 
   // Permissions: a task administrator on the cluster.
   await go('Users');
   await page.getByRole('button', { name: 'New user' }).click();
-  const newUser = page.getByRole('dialog');
-  await newUser.getByLabel('Name').fill('ops');
+  const newUser = page.getByRole('dialog', { name: 'Create user' });
+  await newUser.getByLabel('User name').fill('ops');
   await newUser.getByLabel('Password').fill(opsPassword);
-  await newUser.getByRole('button', { name: 'Create' }).click();
-  await page.getByRole('link', { name: 'ops', exact: true }).click();
-  await page.getByRole('button', { name: 'Add binding' }).click();
-  const binding = page.getByRole('dialog');
-  await binding.getByLabel('Role').selectOption({ label: 'task-admin' });
-  await binding.getByLabel('edge').check();
-  await binding.getByRole('button', { name: 'Add' }).click();
+  await newUser.getByRole('button', { name: 'Create user' }).click();
+  await page.getByRole('table', { name: 'Users' }).getByRole('link', { name: 'ops', exact: true }).click();
+  const bind = page.getByRole('form', { name: 'Add role binding' });
+  await bind.getByLabel('Role').selectOption({ label: 'task-admin' });
+  await bind.getByLabel('Chosen clusters').check();
+  await bind.getByLabel('edge', { exact: true }).check();
+  await bind.getByRole('button', { name: 'Add binding' }).click();
   await page.getByRole('table', { name: 'Role bindings' }).getByText('task-admin').waitFor();
   await screenshot(page, 'users-ops');
   await go('Users');

@@ -14,6 +14,8 @@ export function useLocation(): URL {
   useEffect(() => {
     const f = () => setHref(location.href);
     addEventListener('popstate', f);
+    // A child may have navigated before this listener was added (child effects run first).
+    f();
     return () => removeEventListener('popstate', f);
   }, []);
   return new URL(href);

@@ -1,6 +1,7 @@
 // The console's building blocks: pages, tables, badges, progress bars, dialogs and fields.
 import type { ComponentChildren, JSX } from 'preact';
-import { useEffect, useRef } from 'preact/hooks';
+import { cloneElement, isValidElement } from 'preact';
+import { useEffect, useId, useRef } from 'preact/hooks';
 import { ApiError } from '../api';
 
 export function Page(props: { title: ComponentChildren; actions?: ComponentChildren; children: ComponentChildren }) {
@@ -117,13 +118,23 @@ export function Dialog(props: { title: string; open: boolean; onClose: () => voi
   );
 }
 
+/** A labelled input; the hint is the input's description, not part of its name. */
 export function Field(props: { label: string; hint?: ComponentChildren; children: ComponentChildren }) {
+  const hintId = useId();
+  const child =
+    props.hint && isValidElement(props.children) ? cloneElement(props.children, { 'aria-describedby': hintId }) : props.children;
   return (
-    <label class="field">
-      <span class="label">{props.label}</span>
-      {props.children}
-      {props.hint && <span class="hint">{props.hint}</span>}
-    </label>
+    <div class="field">
+      <label>
+        <span class="label">{props.label}</span>
+        {child}
+      </label>
+      {props.hint && (
+        <span class="hint" id={hintId}>
+          {props.hint}
+        </span>
+      )}
+    </div>
   );
 }
 
