@@ -225,6 +225,9 @@ async fn the_console_distributes_an_image_and_shows_it() {
             .contains(&json!("tasks:write")),
         "{me}"
     );
+    // … on that cluster only, which the console reads to show cluster-bound controls.
+    assert_eq!(me["limited_to"]["tasks:write"], json!([cid]), "{me}");
+    assert_eq!(me["limited_to"]["tasks:read"], json!([cid]), "{me}");
     let (code, body) = ops
         .post("/api/v1/users", json!({"name": "eve", "password": "longenough1"}))
         .await;

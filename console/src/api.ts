@@ -36,6 +36,8 @@ export interface Me {
   tenant_id: number;
   super_admin: boolean;
   permissions: Permission[];
+  /** Permissions that hold on these clusters only (the others hold on every cluster). */
+  limited_to?: Partial<Record<Permission, number[]>>;
 }
 
 export interface Session {
@@ -143,4 +145,16 @@ export async function signOut() {
 export function can(me: Me | null | undefined, p: Permission): boolean {
   if (!me) return false;
   return me.super_admin || me.permissions.includes('system') || me.permissions.includes(p);
+}
+
+/** Whether the user holds `p` on every cluster (needed to create clusters, say). */
+export function canEverywhere(me: Me | null | undefined, p: Permission): boolean {
+  return can(me, p) && !(me?.limited_to?.[p] && !me.super_admin);
+}
+
+/** Whether the user holds `p` on the cluster `cluster`. */
+export function canOn(me: Me | null | undefined, p: Permission, cluster: number): boolean {
+  if (!can(me, p)) return false;
+  const only = me?.super_admin ? undefined : me?.limited_to?.[p];
+  return !only || only.includes(cluster);
 }

@@ -49,6 +49,10 @@ pub struct Me {
     pub super_admin: bool,
     /// Every permission they hold somewhere (cluster-scoped ones may hold on some clusters).
     pub permissions: Vec<Permission>,
+    /// The permissions of `permissions` that hold on some clusters only, with those clusters'
+    /// ids; the others hold on every cluster.
+    #[serde(default)]
+    pub limited_to: std::collections::BTreeMap<String, Vec<i64>>,
 }
 
 fn me_of(caller: &Caller) -> Me {
@@ -58,6 +62,16 @@ fn me_of(caller: &Caller) -> Me {
         tenant_id: caller.tenant_id,
         super_admin: caller.is_super(),
         permissions: caller.permissions().into_iter().collect(),
+        limited_to: caller
+            .permissions()
+            .into_iter()
+            .filter_map(|p| match caller.scope(p)? {
+                super::rbac::ClusterScope::All => None,
+                super::rbac::ClusterScope::Only(ids) => {
+                    Some((p.as_str().to_owned(), ids.into_iter().collect()))
+                }
+            })
+            .collect(),
     }
 }
 

@@ -3,7 +3,7 @@
 // rotates the join token and deletes, and shows the cluster's nodes and recent tasks.
 import type { ComponentChildren } from 'preact';
 import { useState } from 'preact/hooks';
-import { can, del, get, post, put, query, type Me } from '../api';
+import { can, canEverywhere, canOn, del, get, post, put, query, type Me } from '../api';
 import { Badge, Button, Dialog, ErrorNote, Facts, Field, Loading, Page, Table } from '../components/ui';
 import { ago, time } from '../format';
 import { useAction, useLoad } from '../hooks';
@@ -133,7 +133,8 @@ function JoinToken(props: { cluster: Cluster; onClose: () => void }) {
 
 export function ClustersPage(props: { me: Me; id?: number; url?: URL }) {
   const { me } = props;
-  const write = can(me, 'clusters:write');
+  // Creating a cluster needs clusters:write on every cluster of the tenant.
+  const write = canEverywhere(me, 'clusters:write');
   const clusters = useLoad(() => get<Cluster[]>('/clusters'), [], 10000);
   const tenants = useTenants(me);
   const [creating, setCreating] = useState(false);
@@ -348,7 +349,7 @@ function taskSource(t: TaskSummary): string {
 export function ClusterPage(props: { me: Me; id?: number; url?: URL }) {
   const { me } = props;
   const id = props.id ?? 0;
-  const write = can(me, 'clusters:write');
+  const write = canOn(me, 'clusters:write', id);
   const cluster = useLoad(() => get<Cluster>(`/clusters/${id}`), [id], 10000);
   const nodes = useLoad(
     () => (can(me, 'nodes:read') ? get<Node[]>(`/nodes${query({ cluster_id: id })}`) : Promise.resolve(undefined)),

@@ -1,7 +1,7 @@
 // Nodes: every registered node with its health (live, refreshed every 5 s), filtered by cluster
 // and health in the URL; a node's page shows its facts and its recent tasks.
 import { useState } from 'preact/hooks';
-import { can, del, get, query, type Me } from '../api';
+import { can, canOn, del, get, query, type Me } from '../api';
 import { Badge, Button, ErrorNote, Facts, Field, Loading, Page, Progress, Table } from '../components/ui';
 import { ago, bytes, percent, time } from '../format';
 import { useLoad } from '../hooks';
@@ -261,7 +261,7 @@ export function NodePage(props: { me: Me; id?: number; url?: URL }) {
       title={n ? `Node ${n.name}` : 'Node'}
       actions={
         n &&
-        can(me, 'nodes:write') && (
+        canOn(me, 'nodes:write', n.cluster_id) && (
           <Button kind="danger" onClick={() => setRemoving(true)}>
             Remove
           </Button>
