@@ -39,24 +39,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             run_node(&args, false).await
         }
         Command::Up(up) => run_up(up).await,
-        Command::ContainerdConfig(args) => {
-            let files = shoal::cli::runtime_config_files(&args).map_err(anyhow::Error::msg)?;
-            match &args.write {
-                Some(dir) => {
-                    shoal::cli::write_runtime_files(dir, &files)
-                        .with_context(|| format!("cannot write under {}", dir.display()))?;
-                    for (name, _) in &files {
-                        println!("wrote {}", dir.join(name).join("hosts.toml").display());
-                    }
-                }
-                None => {
-                    for (name, content) in &files {
-                        println!("# {name}/hosts.toml\n{content}");
-                    }
-                }
-            }
-            Ok(())
-        }
+        Command::ContainerdConfig(args) => Ok(shoal::cli::runtime_config::containerd::run(
+            &args,
+            &mut std::io::stdout(),
+        )?),
+        Command::DockerConfig(args) => Ok(shoal::cli::runtime_config::docker::run(
+            &args,
+            &mut std::io::stdout(),
+        )?),
+        Command::RegistriesConfig(args) => Ok(shoal::cli::runtime_config::registries::run(
+            &args,
+            &mut std::io::stdout(),
+        )?),
         Command::Get(args) => {
             let code = shoal::cli::get::run(&args).await;
             std::process::exit(code);
@@ -68,11 +62,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Manager(args) => run_manager(&args).await,
         Command::SwarmKey => {
             print!("{}", shoal::p2p::keys::generate_swarm_key());
-            Ok(())
-        }
-        Command::DockerConfig(args) => {
-            let v = shoal::cli::docker_fragment(&args.node);
-            println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }
     }

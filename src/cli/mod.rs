@@ -1,22 +1,20 @@
 //! The `shoal` command line: parse, load config, wire the parts, run. Each subcommand is thin;
 //! the work happens in the library modules.
 
-mod runtime_config;
-
 use std::path::PathBuf;
 
 pub mod client;
 pub mod get;
 pub mod manager;
 pub mod preheat;
+pub mod runtime_config;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{ConfigError, NodeConfig, split_host_url};
 
 pub use runtime_config::{
-    ContainerdConfigArgs, DockerConfigArgs, containerd_files as runtime_config_files,
-    docker_fragment, write_containerd_files as write_runtime_files,
+    ContainerdConfigArgs, DockerConfigArgs, RegistriesConfigArgs, docker_fragment,
 };
 
 /// shoal: peer-to-peer distribution of container images and files.
@@ -53,10 +51,15 @@ pub enum Command {
     /// Everything in one process for a first try: a node that is also its own seed, on the
     /// default ports.
     Up(UpArgs),
-    /// Print or write containerd `hosts.toml` files that send pulls through the node.
+    /// Print or write containerd `hosts.toml` files that send pulls through the node (with
+    /// --dry-run to see the diff, --restore to undo).
     ContainerdConfig(ContainerdConfigArgs),
-    /// Print the Docker daemon.json fragment that sends pulls through the node.
+    /// Print the Docker daemon.json fragment that sends pulls through the node, or merge it
+    /// into daemon.json (with --dry-run to see the diff, --restore to undo).
     DockerConfig(DockerConfigArgs),
+    /// Print or write the registries.conf drop-in that sends Podman's and CRI-O's pulls of the
+    /// node's default registry through the node (with --dry-run, --restore).
+    RegistriesConfig(RegistriesConfigArgs),
     /// Fetch an image ahead of need into the seeds, a zone or every node, and follow progress.
     Preheat(PreheatArgs),
     /// Download a file (any http/https URL) through the node and the swarm.

@@ -1,6 +1,6 @@
 //! A real dockerd (Debian 20.10) on a [`Containerd`] of the harness, with a registry mirror.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,20 +25,34 @@ impl Dockerd {
     /// Starts dockerd on `containerd` with `mirror_url` (`http://127.0.0.1:PORT`) as its
     /// Docker Hub mirror (also listed as insecure); no iptables, no bridge.
     pub fn start(containerd: &Containerd, mirror_url: &str) -> Dockerd {
+        let mirror_host = mirror_url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        Dockerd::start_with_config(containerd, |mut config, dir| {
+            config["registry-mirrors"] = json!([mirror_url]);
+            config["insecure-registries"] = json!([mirror_host]);
+            let path = dir.join("daemon.json");
+            std::fs::write(&path, config.to_string()).unwrap();
+            path
+        })
+    }
+
+    /// Starts dockerd on `containerd` with the daemon.json that `write_config` writes and
+    /// returns, given the keys this dockerd needs (its own directories, socket and containerd
+    /// namespace; no iptables, no bridge) and its directory.
+    pub fn start_with_config(
+        containerd: &Containerd,
+        write_config: impl FnOnce(serde_json::Value, &Path) -> PathBuf,
+    ) -> Dockerd {
         let dir = tempfile::Builder::new()
             .prefix("shoal-dockerd-")
             .tempdir()
             .unwrap();
         let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
-        let mirror_host = mirror_url
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .trim_end_matches('/');
         // A namespace of its own, so several dockerds can share one containerd.
         let namespace = format!("moby-{}", hex::encode(rand::random::<[u8; 4]>()));
         let config = json!({
-            "registry-mirrors": [mirror_url],
-            "insecure-registries": [mirror_host],
             "iptables": false,
             "ip6tables": false,
             "bridge": "none",
@@ -50,8 +64,7 @@ impl Dockerd {
             "containerd-namespace": namespace,
             "containerd-plugins-namespace": format!("plugins.{namespace}"),
         });
-        let config_path = dir.path().join("daemon.json");
-        std::fs::write(&config_path, config.to_string()).unwrap();
+        let config_path = write_config(config, dir.path());
 
         let mut cmd = Command::new("dockerd");
         cmd.arg("--config-file").arg(&config_path);
@@ -105,16 +118,24 @@ impl Dockerd {
 
     /// The `RootFS.Layers` (diff IDs) of local image `name`; panics if it is not there.
     pub fn image_diff_ids(&self, name: &str) -> Vec<String> {
-        let output = self.image_inspect(name);
-        super::check_output(&format!("docker image inspect {name}"), &output);
-        let inspect: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        inspect[0]["RootFS"]["Layers"]
-            .as_array()
-            .expect("RootFS.Layers")
-            .iter()
-            .map(|l| l.as_str().unwrap().to_owned())
-            .collect()
+        rootfs_layers(
+            &format!("docker image inspect {name}"),
+            &self.image_inspect(name),
+        )
     }
+}
+
+/// The `RootFS.Layers` of the first image in `image inspect` output (Docker's and Podman's);
+/// panics with the output unless the command succeeded.
+pub fn rootfs_layers(what: &str, output: &Output) -> Vec<String> {
+    super::check_output(what, output);
+    let inspect: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    inspect[0]["RootFS"]["Layers"]
+        .as_array()
+        .expect("RootFS.Layers")
+        .iter()
+        .map(|l| l.as_str().unwrap().to_owned())
+        .collect()
 }
 
 impl Drop for Dockerd {

@@ -40,6 +40,8 @@ pub mod nginx;
 pub mod node;
 /// In-process swarm members that misbehave on purpose.
 pub mod peer;
+/// Debian's podman with storage and configuration of its own.
+pub mod podman;
 /// Debian's PostgreSQL server with a fresh database per test.
 pub mod postgres;
 /// Background processes with collected output.
@@ -52,6 +54,7 @@ pub use docker::Dockerd;
 pub use http::{HttpResponse, http_request, http_status, wait_for_http};
 pub use image::{LayerInfo, ManifestInfo, TestImage, make_image, push_blob, push_image};
 pub use node::{ShoalNode, write_swarm_key};
+pub use podman::Podman;
 pub use postgres::{Postgres, postgres_available};
 pub use registry::{AccessLine, Registry, RegistryOpts};
 
