@@ -4,6 +4,7 @@ import type { ComponentChildren } from 'preact';
 import { useMemo } from 'preact/hooks';
 import { can, get, query, type Me } from '../api';
 import { Chart, fade, useColors, type Colors } from '../components/chart';
+import { useTenants } from '../components/lookups';
 import { Badge, Button, ErrorNote, Field, Loading, Page, Table } from '../components/ui';
 import { bytes, duration, percent, time } from '../format';
 import { useLoad } from '../hooks';
@@ -43,11 +44,6 @@ interface Stats {
   total: DayStats;
 }
 
-interface Tenant {
-  id: number;
-  name: string;
-}
-
 const DAY_MS = 86_400_000;
 const PERIODS = [7, 30, 90];
 const DEFAULT_DAYS = 30;
@@ -80,10 +76,7 @@ export function AnalysisPage(props: { me: Me; id?: number; url?: URL }) {
     [days, tenant, superAdmin],
     60_000,
   );
-  const tenants = useLoad(
-    () => (superAdmin && can(props.me, 'tenants:read') ? get<Tenant[]>('/tenants') : Promise.resolve([] as Tenant[])),
-    [superAdmin],
-  );
+  const tenants = useTenants(props.me, superAdmin);
   const colors = useColors();
   const data = stats.data;
   const empty = !!data && data.tasks.length === 0 && data.total.tasks === 0;
@@ -125,6 +118,7 @@ export function AnalysisPage(props: { me: Me; id?: number; url?: URL }) {
         are counted. Days are UTC days.
       </p>
       <ErrorNote error={stats.error} />
+      <ErrorNote error={tenants.error} />
       <Loading loading={stats.loading && !data} />
       {empty && (
         <div class="card" data-testid="analysis-empty">

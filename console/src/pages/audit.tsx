@@ -2,6 +2,7 @@
 // the URL and paging backwards by entry id.
 import { useEffect, useState } from 'preact/hooks';
 import { get, query, type Me } from '../api';
+import { tenantName, useTenants } from '../components/lookups';
 import { Button, ErrorNote, Field, Loading, Page, Table } from '../components/ui';
 import { ago, time } from '../format';
 import { useLoad } from '../hooks';
@@ -60,6 +61,8 @@ export function AuditPage(props: { me: Me; id?: number; url?: URL }) {
   const range = q.get('range') ?? '';
   const before = q.get('before') ?? '';
   const [auto, setAuto] = useState(false);
+  const superAdmin = props.me.super_admin;
+  const tenants = useTenants(props.me, superAdmin);
   // Only the newest page refreshes itself: older pages do not change.
   const live = auto && !before;
 
@@ -182,6 +185,7 @@ export function AuditPage(props: { me: Me; id?: number; url?: URL }) {
         </form>
       )}
       <ErrorNote error={entries.error} />
+      <ErrorNote error={tenants.error} />
       {before && (
         <p class="muted" data-testid="audit-page">
           Entries older than #{before}. <Link href={pageOf(undefined)}>Back to the newest</Link>
@@ -204,7 +208,7 @@ export function AuditPage(props: { me: Me; id?: number; url?: URL }) {
             'Detail',
             'Result',
             <span class="num">Status</span>,
-            ...(props.me.super_admin ? [<span class="num">Tenant</span>] : []),
+            ...(superAdmin ? ['Tenant'] : []),
           ]}
         >
           {list.map((e) => (
@@ -232,7 +236,7 @@ export function AuditPage(props: { me: Me; id?: number; url?: URL }) {
                 </span>
               </td>
               <td class="num">{e.status}</td>
-              {props.me.super_admin && <td class="num">{e.tenant_id ?? '–'}</td>}
+              {superAdmin && <td>{e.tenant_id === null ? '–' : tenantName(tenants.data, e.tenant_id)}</td>}
             </tr>
           ))}
         </Table>

@@ -4,12 +4,16 @@
 import type { ComponentChildren } from 'preact';
 import { useState } from 'preact/hooks';
 import { can, canEverywhere, canOn, del, get, post, put, query, type Me } from '../api';
+import { Confirm } from '../components/confirm';
+import { tenantName, useClusters, useTenants, type Tenant } from '../components/lookups';
+import { joinCommand, Secret } from '../components/secret';
 import { Badge, Button, Dialog, ErrorNote, Facts, Field, Loading, Page, Table } from '../components/ui';
 import { ago, time } from '../format';
 import { useAction, useLoad } from '../hooks';
 import { Link, navigate } from '../router';
+import type { Task } from '../tasks_api';
 import { HealthSummary, NodesTable, type Node } from './nodes';
-import { Confirm, Secret } from './tokens';
+import { TaskTable } from './tasks';
 
 type ClusterSpec =
   | { kind: 'static'; hosts: string[] }
@@ -46,21 +50,6 @@ interface Cluster {
   join_token?: string;
 }
 
-interface Tenant {
-  id: number;
-  name: string;
-}
-
-interface TaskSummary {
-  id: number;
-  name: string;
-  state: string;
-  source: { kind: 'image'; image: string } | { kind: 'file'; url?: string | null; version_id?: number | null };
-  created_at: number;
-  started_at: number | null;
-  finished_at: number | null;
-}
-
 /** What the API shows in place of a stored Kubernetes token. */
 const REDACTED = '********';
 
@@ -70,15 +59,8 @@ const KIND_LABEL: Record<Kind, string> = {
   mesos: 'Mesos',
 };
 
-function useTenants(me: Me) {
-  return useLoad(
-    () => (me.super_admin && can(me, 'tenants:read') ? get<Tenant[]>('/tenants') : Promise.resolve([] as Tenant[])),
-    [me.id],
-  );
-}
-
 /** Where the members come from, in a few words. */
-function sourceText(spec: ClusterSpec): string {
+function specText(spec: ClusterSpec): string {
   switch (spec.kind) {
     case 'static':
       return `${spec.hosts.length} ${spec.hosts.length === 1 ? 'host' : 'hosts'}`;
@@ -113,9 +95,7 @@ function JoinToken(props: { cluster: Cluster; onClose: () => void }) {
           Put it in a file on each node (readable only by shoal; in Kubernetes, a mounted Secret) and run the node with it:
         </p>
         <pre class="command" data-testid="join-command">
-          <code>
-            shoal node --manager {location.origin} --token-file FILE
-          </code>
+          <code>{joinCommand()}</code>
         </pre>
         <p class="muted">
           Registered nodes keep their own node tokens; the join token is needed again only by nodes that join later. Rotating it
@@ -136,10 +116,9 @@ export function ClustersPage(props: { me: Me; id?: number; url?: URL }) {
   // Creating a cluster needs clusters:write on every cluster of the tenant.
   const write = canEverywhere(me, 'clusters:write');
   const clusters = useLoad(() => get<Cluster[]>('/clusters'), [], 10000);
-  const tenants = useTenants(me);
+  const tenants = useTenants(me, me.super_admin);
   const [creating, setCreating] = useState(false);
   const [created, setCreated] = useState<Cluster | null>(null);
-  const tenantName = (id: number) => tenants.data?.find((t) => t.id === id)?.name ?? `tenant ${id}`;
   const head = ['Name', 'Kind', ...(me.super_admin ? ['Tenant'] : []), 'Zone', 'Nodes', 'Members', 'Source', 'Last discovery'];
 
   return (
@@ -154,6 +133,7 @@ export function ClustersPage(props: { me: Me; id?: number; url?: URL }) {
       }
     >
       <ErrorNote error={clusters.error} />
+      <ErrorNote error={tenants.error} />
       <Loading loading={clusters.loading} empty={!clusters.error && !clusters.data?.length} what="clusters" />
       {clusters.data && clusters.data.length > 0 && (
         <Table label="Clusters" head={head}>
@@ -164,7 +144,7 @@ export function ClustersPage(props: { me: Me; id?: number; url?: URL }) {
                 {c.description && <div class="muted small">{c.description}</div>}
               </td>
               <td>{KIND_LABEL[c.spec.kind]}</td>
-              {me.super_admin && <td>{tenantName(c.tenant_id)}</td>}
+              {me.super_admin && <td>{tenantName(tenants.data, c.tenant_id)}</td>}
               <td>
                 <span class="zone">{c.zone}</span>
               </td>
@@ -172,7 +152,7 @@ export function ClustersPage(props: { me: Me; id?: number; url?: URL }) {
                 <HealthSummary counts={c.nodes} />
               </td>
               <td class="num">{c.members.length}</td>
-              <td class="wrap mid">{sourceText(c.spec)}</td>
+              <td class="wrap mid">{specText(c.spec)}</td>
               <td>
                 <Discovery cluster={c} />
               </td>
@@ -340,12 +320,6 @@ function ClusterForm(props: { me: Me; tenants: Tenant[]; cluster?: Cluster; onCa
   );
 }
 
-function taskSource(t: TaskSummary): string {
-  if (t.source.kind === 'image') return t.source.image;
-  if (t.source.url) return t.source.url;
-  return t.source.version_id ? `file version ${t.source.version_id}` : 'file';
-}
-
 export function ClusterPage(props: { me: Me; id?: number; url?: URL }) {
   const { me } = props;
   const id = props.id ?? 0;
@@ -357,11 +331,13 @@ export function ClusterPage(props: { me: Me; id?: number; url?: URL }) {
     5000,
   );
   const tasks = useLoad(
-    () => (can(me, 'tasks:read') ? get<TaskSummary[]>(`/tasks${query({ cluster_id: id, limit: 20 })}`) : Promise.resolve(undefined)),
+    () => (can(me, 'tasks:read') ? get<Task[]>(`/tasks${query({ cluster_id: id, limit: 20 })}`) : Promise.resolve(undefined)),
     [id],
     10000,
   );
-  const tenants = useTenants(me);
+  const tenants = useTenants(me, me.super_admin);
+  // Names of the clusters the tasks target besides this one.
+  const clusters = useClusters(me);
   const [dialog, setDialog] = useState<'edit' | 'rotate' | 'delete' | null>(null);
   const [rotated, setRotated] = useState<Cluster | null>(null);
   const [notice, setNotice] = useState<string | undefined>(undefined);
@@ -406,6 +382,8 @@ export function ClusterPage(props: { me: Me; id?: number; url?: URL }) {
         <Link href="/clusters">← All clusters</Link>
       </p>
       <ErrorNote error={cluster.error} />
+      <ErrorNote error={tenants.error} />
+      <ErrorNote error={clusters.error} />
       <ErrorNote error={discover.error} />
       {notice && (
         <p class="notice" role="status">
@@ -421,7 +399,7 @@ export function ClusterPage(props: { me: Me; id?: number; url?: URL }) {
               ['Kind', KIND_LABEL[c.spec.kind]],
               ['Zone', c.zone],
               ...(me.super_admin
-                ? ([['Tenant', tenants.data?.find((t) => t.id === c.tenant_id)?.name ?? String(c.tenant_id)]] as [string, string][])
+                ? ([['Tenant', tenantName(tenants.data, c.tenant_id)]] as [string, string][])
                 : []),
               ['Nodes', <HealthSummary counts={c.nodes} />],
               ['Members', String(c.members.length)],
@@ -452,7 +430,7 @@ export function ClusterPage(props: { me: Me; id?: number; url?: URL }) {
               )}
               {nodes.data?.length === 0 && (
                 <p class="muted">
-                  Nodes join with the cluster's join token: <code>shoal node --manager {location.origin} --token-file FILE</code>
+                  Nodes join with the cluster's join token: <code>{joinCommand()}</code>
                 </p>
               )}
             </>
@@ -466,23 +444,11 @@ export function ClusterPage(props: { me: Me; id?: number; url?: URL }) {
               <ErrorNote error={tasks.error} />
               <Loading loading={tasks.loading} empty={!tasks.error && tasks.data?.length === 0} what="tasks" />
               {tasks.data && tasks.data.length > 0 && (
-                <Table label="Recent tasks" head={['Task', 'State', 'Source', 'Created', 'Ended']}>
-                  {tasks.data.map((t) => (
-                    <tr key={t.id} data-testid={`task-${t.id}`}>
-                      <td>
-                        <Link href={`/tasks/${t.id}`}>{t.name}</Link>
-                      </td>
-                      <td>
-                        <Badge state={t.state} />
-                      </td>
-                      <td class="wrap wide">
-                        <code>{taskSource(t)}</code>
-                      </td>
-                      <td title={time(t.created_at)}>{ago(t.created_at)}</td>
-                      <td>{time(t.finished_at)}</td>
-                    </tr>
-                  ))}
-                </Table>
+                <TaskTable
+                  tasks={tasks.data}
+                  label="Recent tasks"
+                  clusterName={(cid) => (cid === id ? c.name : (clusters.data?.find((x) => x.id === cid)?.name ?? `#${cid}`))}
+                />
               )}
             </>
           )}

@@ -2,11 +2,14 @@
 // and health in the URL; a node's page shows its facts and its recent tasks.
 import { useState } from 'preact/hooks';
 import { can, canOn, del, get, query, type Me } from '../api';
+import { Confirm } from '../components/confirm';
+import { clusterName, useClusters, type ClusterName } from '../components/lookups';
+import { joinCommand } from '../components/secret';
 import { Badge, Button, ErrorNote, Facts, Field, Loading, Page, Progress, Table } from '../components/ui';
 import { ago, bytes, percent, time } from '../format';
 import { useLoad } from '../hooks';
 import { Link, navigate, setQuery } from '../router';
-import { Confirm } from './tokens';
+import { sourceText, type NodeTask, type Task } from '../tasks_api';
 
 export interface Node {
   id: number;
@@ -29,37 +32,8 @@ export interface Node {
   last_seen: number;
 }
 
-interface NodeTask {
-  task_id: number;
-  node_id: number;
-  node_name: string;
-  state: string;
-  blobs_total: number;
-  blobs_done: number;
-  bytes_total: number;
-  bytes_done: number;
-  bytes_peer: number;
-  bytes_upstream: number;
-  error: string | null;
-  started_at: number | null;
-  finished_at: number | null;
-}
-
 interface NodeDetail extends Node {
   tasks: NodeTask[];
-}
-
-interface TaskSummary {
-  id: number;
-  name: string;
-  state: string;
-  source: { kind: 'image'; image: string } | { kind: 'file'; url?: string | null; version_id?: number | null };
-  created_at: number;
-}
-
-interface ClusterName {
-  id: number;
-  name: string;
 }
 
 export const HEALTHS = ['healthy', 'degraded', 'offline'];
@@ -103,7 +77,7 @@ export function NodesTable(props: { nodes: Node[]; clusters?: ClusterName[]; lab
           {showCluster && (
             <td>
               <Link href={`/clusters/${n.cluster_id}`}>
-                {props.clusters?.find((c) => c.id === n.cluster_id)?.name ?? `cluster ${n.cluster_id}`}
+                {clusterName(props.clusters, n.cluster_id)}
               </Link>
             </td>
           )}
@@ -163,10 +137,7 @@ export function NodesPage(props: { me: Me; id?: number; url?: URL }) {
     [cluster, health],
     5000,
   );
-  const clusters = useLoad(
-    () => (can(me, 'clusters:read') ? get<ClusterName[]>('/clusters') : Promise.resolve([] as ClusterName[])),
-    [me.id],
-  );
+  const clusters = useClusters(me);
   const list = nodes.data ?? [];
 
   return (
@@ -200,6 +171,7 @@ export function NodesPage(props: { me: Me; id?: number; url?: URL }) {
         )}
       </form>
       <ErrorNote error={nodes.error} />
+      <ErrorNote error={clusters.error} />
       <Loading loading={nodes.loading} empty={!nodes.error && list.length === 0} what="nodes" />
       {list.length > 0 && (
         <>
@@ -212,7 +184,7 @@ export function NodesPage(props: { me: Me; id?: number; url?: URL }) {
       )}
       {!nodes.loading && !nodes.error && list.length === 0 && !cluster && !health && (
         <p class="muted">
-          Nodes join a cluster with its join token: <code>shoal node --manager {location.origin} --token-file FILE</code>.
+          Nodes join a cluster with its join token: <code>{joinCommand()}</code>.
           {can(me, 'clusters:read') && (
             <>
               {' '}
@@ -225,34 +197,22 @@ export function NodesPage(props: { me: Me; id?: number; url?: URL }) {
   );
 }
 
-function taskSource(t: TaskSummary): string {
-  if (t.source.kind === 'image') return t.source.image;
-  if (t.source.url) return t.source.url;
-  return t.source.version_id ? `file version ${t.source.version_id}` : 'file';
-}
-
 export function NodePage(props: { me: Me; id?: number; url?: URL }) {
   const { me } = props;
   const id = props.id ?? 0;
   const node = useLoad(() => get<NodeDetail>(`/nodes/${id}`), [id], 5000);
   const tasks = useLoad(
-    () => (can(me, 'tasks:read') ? get<TaskSummary[]>(`/tasks${query({ node_id: id, limit: 50 })}`) : Promise.resolve(undefined)),
+    () => (can(me, 'tasks:read') ? get<Task[]>(`/tasks${query({ node_id: id, limit: 50 })}`) : Promise.resolve(undefined)),
     [id],
     5000,
   );
-  const cluster = useLoad(
-    () =>
-      node.data && can(me, 'clusters:read')
-        ? get<ClusterName>(`/clusters/${node.data.cluster_id}`).catch(() => undefined)
-        : Promise.resolve(undefined),
-    [node.data?.cluster_id],
-  );
+  const clusters = useClusters(me);
   const [removing, setRemoving] = useState(false);
   const n = node.data;
 
   // The tasks list names each task; the node's own part (state, bytes) comes with the node.
   const parts = new Map((n?.tasks ?? []).map((p) => [p.task_id, p]));
-  const rows: { id: number; task?: TaskSummary; part?: NodeTask }[] = tasks.data
+  const rows: { id: number; task?: Task; part?: NodeTask }[] = tasks.data
     ? tasks.data.map((t) => ({ id: t.id, task: t, part: parts.get(t.id) }))
     : (n?.tasks ?? []).map((p) => ({ id: p.task_id, part: p }));
 
@@ -272,13 +232,14 @@ export function NodePage(props: { me: Me; id?: number; url?: URL }) {
         <Link href="/nodes">← All nodes</Link>
       </p>
       <ErrorNote error={node.error} />
+      <ErrorNote error={clusters.error} />
       <Loading loading={node.loading && !n} />
       {n && (
         <>
           <Facts
             items={[
               ['Health', <Badge state={n.health} title={healthTitle(n)} />],
-              ['Cluster', <Link href={`/clusters/${n.cluster_id}`}>{cluster.data?.name ?? `cluster ${n.cluster_id}`}</Link>],
+              ['Cluster', <Link href={`/clusters/${n.cluster_id}`}>{clusterName(clusters.data, n.cluster_id)}</Link>],
               ['Member of its cluster', n.member ? 'yes' : 'no: it gets no work'],
               ['Ready', n.ready ? 'yes' : 'no'],
               ['Role', n.role],
@@ -315,7 +276,7 @@ export function NodePage(props: { me: Me; id?: number; url?: URL }) {
                   <td>
                     <Link href={`/tasks/${r.id}`}>{r.task ? r.task.name : `task ${r.id}`}</Link>
                   </td>
-                  <td class="wrap wide">{r.task ? <code>{taskSource(r.task)}</code> : '–'}</td>
+                  <td class="wrap wide">{r.task ? <code>{sourceText(r.task.source)}</code> : '–'}</td>
                   <td>{r.task ? <Badge state={r.task.state} /> : '–'}</td>
                   <td>{r.part ? <Badge state={r.part.state} /> : '–'}</td>
                   <td>
@@ -335,7 +296,7 @@ export function NodePage(props: { me: Me; id?: number; url?: URL }) {
               ))}
             </Table>
           )}
-          {can(me, 'nodes:write') && (
+          {canOn(me, 'nodes:write', n.cluster_id) && (
             <Confirm
               title="Remove node"
               open={removing}

@@ -1,23 +1,11 @@
 // Roles: the built-in roles (read-only) and the tenant's custom roles, each a set of permissions.
 import { useState } from 'preact/hooks';
 import { can, del, get, post, put, type Me, type Permission } from '../api';
+import { Confirm } from '../components/confirm';
+import { tenantName, useTenants, type Role } from '../components/lookups';
+import { mayPutInRole, PermissionChecks } from '../components/permissions';
 import { Button, Dialog, ErrorNote, Field, Loading, Page, Table } from '../components/ui';
 import { useAction, useLoad } from '../hooks';
-import { Confirm, PermissionChecks } from './tokens';
-
-export interface Role {
-  id: number;
-  name: string;
-  description: string;
-  permissions: Permission[];
-  builtin: boolean;
-  tenant_id: number | null;
-}
-
-interface Tenant {
-  id: number;
-  name: string;
-}
 
 /** The role dialog: view (built-in, or without roles:write), create or edit. */
 type Editing = { mode: 'view' | 'edit'; role: Role } | { mode: 'create' };
@@ -27,14 +15,11 @@ export function RolesPage(props: { me: Me; id?: number; url?: URL }) {
   const write = can(me, 'roles:write');
   const roles = useLoad(() => get<Role[]>('/roles'), []);
   const perms = useLoad(() => get<Permission[]>('/permissions'), []);
-  const tenants = useLoad(
-    () => (me.super_admin && can(me, 'tenants:read') ? get<Tenant[]>('/tenants') : Promise.resolve([] as Tenant[])),
-    [me.id],
-  );
+  const tenants = useTenants(me, me.super_admin);
   const [editing, setEditing] = useState<Editing | null>(null);
   const [deleting, setDeleting] = useState<Role | null>(null);
-  const tenantName = (id: number | null) =>
-    id === null ? 'all' : (tenants.data?.find((t) => t.id === id)?.name ?? `tenant ${id}`);
+  // Changing a role needs each of its permissions as widely as its bindings may reach.
+  const editable = (r: Role) => write && !r.builtin && r.permissions.every((p) => mayPutInRole(me, p, true));
 
   const head = ['Name', 'Kind', ...(me.super_admin ? ['Tenant'] : []), 'Description', 'Permissions', ''];
   return (
@@ -53,6 +38,8 @@ export function RolesPage(props: { me: Me; id?: number; url?: URL }) {
         clusters. Built-in roles cannot be changed.
       </p>
       <ErrorNote error={roles.error} />
+      <ErrorNote error={tenants.error} />
+      <ErrorNote error={perms.error} />
       <Loading loading={roles.loading} empty={!roles.error && !roles.data?.length} what="roles" />
       {roles.data && roles.data.length > 0 && (
         <Table label="Roles" head={head}>
@@ -62,25 +49,25 @@ export function RolesPage(props: { me: Me; id?: number; url?: URL }) {
                 <strong>{r.name}</strong>
               </td>
               <td>{r.builtin ? 'built-in' : 'custom'}</td>
-              {me.super_admin && <td>{tenantName(r.tenant_id)}</td>}
+              {me.super_admin && <td>{r.tenant_id === null ? 'all' : tenantName(tenants.data, r.tenant_id)}</td>}
               <td class="wrap wide">{r.description}</td>
               <td class="wrap wide">
                 <code>{r.permissions.join(', ')}</code>
               </td>
               <td>
                 <div class="row-actions">
-                  {write && !r.builtin ? (
-                    <>
-                      <Button aria-label={`Edit ${r.name}`} onClick={() => setEditing({ mode: 'edit', role: r })}>
-                        Edit
-                      </Button>
-                      <Button kind="danger" aria-label={`Delete ${r.name}`} onClick={() => setDeleting(r)}>
-                        Delete
-                      </Button>
-                    </>
+                  {editable(r) ? (
+                    <Button aria-label={`Edit ${r.name}`} onClick={() => setEditing({ mode: 'edit', role: r })}>
+                      Edit
+                    </Button>
                   ) : (
                     <Button aria-label={`View ${r.name}`} onClick={() => setEditing({ mode: 'view', role: r })}>
                       View
+                    </Button>
+                  )}
+                  {write && !r.builtin && (
+                    <Button kind="danger" aria-label={`Delete ${r.name}`} onClick={() => setDeleting(r)}>
+                      Delete
                     </Button>
                   )}
                 </div>
@@ -113,7 +100,6 @@ export function RolesPage(props: { me: Me; id?: number; url?: URL }) {
             onCancel={() => setEditing(null)}
           />
         )}
-        <ErrorNote error={perms.error} />
       </Dialog>
 
       {write && (
@@ -150,6 +136,11 @@ function RoleForm(props: { me: Me; editing: Editing; all: Permission[]; onDone: 
     return (
       <div>
         <p>{role.description}</p>
+        {!role.builtin && can(me, 'roles:write') && (
+          <p class="muted" data-testid="role-not-editable">
+            You cannot change this role: it carries permissions you do not hold (cluster permissions: on every cluster).
+          </p>
+        )}
         <PermissionChecks legend="Permissions" all={all} value={role.permissions} readOnly />
         <div class="actions dialog-actions">
           <Button onClick={props.onCancel}>Close</Button>
@@ -178,8 +169,13 @@ function RoleForm(props: { me: Me; editing: Editing; all: Permission[]; onDone: 
         all={all}
         value={perms}
         onChange={setPerms}
-        allowed={(p) => can(me, p)}
-        hint="A role can carry only permissions you hold yourself."
+        allowed={(p) => mayPutInRole(me, p, !!role)}
+        refused={role ? 'changing a role needs it on every cluster, where you do not hold it' : undefined}
+        hint={
+          role
+            ? 'A role can carry only permissions you hold yourself; cluster permissions (clusters, nodes, tasks) on every cluster, as the role may be bound there.'
+            : 'A role can carry only permissions you hold yourself.'
+        }
       />
       <ErrorNote error={act.error} />
       <div class="actions dialog-actions">

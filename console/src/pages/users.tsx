@@ -1,13 +1,16 @@
 // Users and their role bindings: list, create, disable/enable, reset password, delete; a user's
-// page lists their bindings and binds roles on every cluster or on chosen ones.
+// page lists their bindings and binds roles on every cluster or on chosen ones. Only what the
+// manager would accept is offered: roles whose permissions the signed-in user holds, and
+// changes to users who hold no permission beyond theirs (components/permissions.tsx).
 import { useState } from 'preact/hooks';
-import { can, del, get, patch, post, query, type Me } from '../api';
+import { can, del, get, patch, post, type Me } from '../api';
+import { Confirm } from '../components/confirm';
+import { clusterName, tenantName, useClusters, useRoles, useTenants, type ClusterName, type Role, type Tenant } from '../components/lookups';
+import { isSuperAdminRole, mayBind, mayBindOn, mayChangeUser, mayOffer } from '../components/permissions';
 import { Badge, Button, Dialog, ErrorNote, Facts, Field, Loading, Page, Table } from '../components/ui';
 import { ago, time } from '../format';
-import { useAction, useLoad } from '../hooks';
+import { useAction, useLoad, type Loaded } from '../hooks';
 import { Link, navigate } from '../router';
-import type { Role } from './roles';
-import { Confirm } from './tokens';
 
 interface Binding {
   id: number;
@@ -25,40 +28,20 @@ interface User {
   bindings: Binding[];
 }
 
-interface Tenant {
-  id: number;
-  name: string;
-}
-
-interface ClusterName {
-  id: number;
-  name: string;
-  tenant_id: number;
-}
-
 const SUPER_ADMIN_ROLE = 'super-admin';
 
 const isSuper = (u: User) => u.bindings.some((b) => b.role === SUPER_ADMIN_ROLE);
 
-/** Tenants (super administrators only: others see just their own). */
-function useTenants(me: Me) {
-  return useLoad(
-    () => (me.super_admin && can(me, 'tenants:read') ? get<Tenant[]>('/tenants') : Promise.resolve([] as Tenant[])),
-    [me.id],
-  );
-}
-
-/** Cluster names, to show bindings (empty without clusters:read). */
-function useClusterNames(me: Me) {
-  return useLoad(
-    () => (can(me, 'clusters:read') ? get<ClusterName[]>('/clusters') : Promise.resolve([] as ClusterName[])),
-    [me.id],
-  );
+/** Why the signed-in user may not change `u` (shown in place of the controls). */
+function protectedWhy(u: User): string {
+  return isSuper(u)
+    ? 'You cannot change this user: only super administrators change super administrators.'
+    : 'You cannot change this user: they hold permissions you do not hold, or on clusters where you do not hold them.';
 }
 
 function bindingScope(b: Binding, clusters: ClusterName[] | undefined): string {
   if (!b.clusters.length) return 'all clusters';
-  return b.clusters.map((id) => clusters?.find((c) => c.id === id)?.name ?? `cluster ${id}`).join(', ');
+  return b.clusters.map((id) => clusterName(clusters, id)).join(', ');
 }
 
 function UserState(props: { user: User }) {
@@ -69,11 +52,11 @@ export function UsersPage(props: { me: Me; id?: number; url?: URL }) {
   const { me } = props;
   const write = can(me, 'users:write');
   const users = useLoad(() => get<User[]>('/users'), []);
-  const tenants = useTenants(me);
-  const clusters = useClusterNames(me);
+  const tenants = useTenants(me, me.super_admin);
+  const clusters = useClusters(me);
+  const roles = useRoles(me);
   const [creating, setCreating] = useState(false);
   const [notice, setNotice] = useState<string | undefined>(undefined);
-  const tenantName = (id: number) => tenants.data?.find((t) => t.id === id)?.name ?? `tenant ${id}`;
 
   const head = ['Name', ...(me.super_admin ? ['Tenant'] : []), 'State', 'Roles', 'Created', ...(write ? [''] : [])];
   return (
@@ -99,6 +82,9 @@ export function UsersPage(props: { me: Me; id?: number; url?: URL }) {
         </p>
       )}
       <ErrorNote error={users.error} />
+      <ErrorNote error={tenants.error} />
+      <ErrorNote error={clusters.error} />
+      <ErrorNote error={roles.error} />
       <Loading loading={users.loading} empty={!users.error && !users.data?.length} what="users" />
       {users.data && users.data.length > 0 && (
         <Table label="Users" head={head}>
@@ -108,7 +94,7 @@ export function UsersPage(props: { me: Me; id?: number; url?: URL }) {
                 <Link href={`/users/${u.id}`}>{u.name}</Link>
                 {u.id === me.id && <span class="muted"> (you)</span>}
               </td>
-              {me.super_admin && <td>{tenantName(u.tenant_id)}</td>}
+              {me.super_admin && <td>{tenantName(tenants.data, u.tenant_id)}</td>}
               <td>
                 <UserState user={u} />
               </td>
@@ -127,7 +113,13 @@ export function UsersPage(props: { me: Me; id?: number; url?: URL }) {
               <td title={time(u.created_at)}>{ago(u.created_at)}</td>
               {write && (
                 <td>
-                  <UserActions me={me} user={u} onChanged={users.reload} onDeleted={users.reload} />
+                  {roles.loading ? null : mayChangeUser(me, u.bindings, roles.data) ? (
+                    <UserActions me={me} user={u} onChanged={users.reload} onDeleted={users.reload} />
+                  ) : (
+                    <span class="muted" title={protectedWhy(u)} data-testid="user-protected">
+                      protected
+                    </span>
+                  )}
                 </td>
               )}
             </tr>
@@ -139,6 +131,7 @@ export function UsersPage(props: { me: Me; id?: number; url?: URL }) {
           <CreateUser
             me={me}
             tenants={tenants.data ?? []}
+            roles={roles}
             onCancel={() => setCreating(false)}
             onCreated={(u) => {
               setCreating(false);
@@ -152,18 +145,17 @@ export function UsersPage(props: { me: Me; id?: number; url?: URL }) {
   );
 }
 
-function CreateUser(props: { me: Me; tenants: Tenant[]; onCancel: () => void; onCreated: (u: User) => void }) {
-  const { me } = props;
+function CreateUser(props: { me: Me; tenants: Tenant[]; roles: Loaded<Role[]>; onCancel: () => void; onCreated: (u: User) => void }) {
+  const { me, roles } = props;
   const [name, setName] = useState('');
   const [password, setPassword] = useState('');
   const [tenant, setTenant] = useState(String(me.tenant_id));
   const [role, setRole] = useState('');
   const act = useAction();
-  const roles = useLoad(() => (can(me, 'roles:read') ? get<Role[]>('/roles') : Promise.resolve([] as Role[])), [me.id]);
   const tenantId = Number(tenant);
-  const choosable = (roles.data ?? []).filter(
-    (r) => (r.tenant_id === null || r.tenant_id === tenantId) && (me.super_admin || !r.permissions.includes('system')),
-  );
+  // The role is bound on every cluster here: only roles the user may grant that widely.
+  const ofTenant = (roles.data ?? []).filter((r) => (r.tenant_id === null || r.tenant_id === tenantId) && mayOffer(me, r));
+  const choosable = ofTenant.filter((r) => mayBind(me, r, []));
   return (
     <form
       aria-label="Create user"
@@ -213,14 +205,17 @@ function CreateUser(props: { me: Me; tenants: Tenant[]; onCancel: () => void; on
         </Field>
       )}
       {can(me, 'roles:read') && (
-        <Field label="Role" hint="Given on every cluster; more bindings can be added on the user's page.">
+        <Field
+          label="Role"
+          hint={
+            choosable.length < ofTenant.length
+              ? "Given on every cluster; roles you hold on some clusters only can be bound on chosen clusters on the user's page."
+              : "Given on every cluster; more bindings can be added on the user's page."
+          }
+        >
           <select name="role" value={role} onChange={(e) => setRole(e.currentTarget.value)}>
             <option value="">No role</option>
-            {choosable.map((r) => (
-              <option key={r.id} value={String(r.id)}>
-                {r.name}
-              </option>
-            ))}
+            <RoleOptions roles={choosable} />
           </select>
         </Field>
       )}
@@ -235,7 +230,33 @@ function CreateUser(props: { me: Me; tenants: Tenant[]; onCancel: () => void; on
   );
 }
 
-/** Disable or enable, reset the password, delete (for users:write holders). */
+/** Role choices, built-in and custom ones apart. */
+function RoleOptions(props: { roles: Role[] }) {
+  const groups: [string, Role[]][] = [
+    ['Built-in roles', props.roles.filter((r) => r.builtin)],
+    ['Custom roles', props.roles.filter((r) => !r.builtin)],
+  ];
+  return (
+    <>
+      {groups
+        .filter(([, roles]) => roles.length > 0)
+        .map(([label, roles]) => (
+          <optgroup key={label} label={label}>
+            {roles.map((r) => (
+              <option key={r.id} value={String(r.id)}>
+                {r.name}
+              </option>
+            ))}
+          </optgroup>
+        ))}
+    </>
+  );
+}
+
+/**
+ * Disable or enable, reset the password, delete (for users:write holders, on users who hold no
+ * permission beyond theirs: see `mayChangeUser`).
+ */
 function UserActions(props: { me: Me; user: User; onChanged: () => void; onDeleted: () => void }) {
   const { me, user } = props;
   const [dialog, setDialog] = useState<'disable' | 'reset' | 'delete' | null>(null);
@@ -356,30 +377,38 @@ export function UserPage(props: { me: Me; id?: number; url?: URL }) {
   const id = props.id ?? 0;
   const write = can(me, 'users:write');
   const user = useLoad(() => get<User>(`/users/${id}`), [id]);
-  const tenants = useTenants(me);
-  const clusters = useClusterNames(me);
-  const [removing, setRemoving] = useState<Binding | null>(null);
   const u = user.data;
+  const tenants = useTenants(me);
+  const clusters = useClusters(me);
+  const roles = useRoles(me, u?.tenant_id);
+  const [removing, setRemoving] = useState<Binding | null>(null);
+  // Removing a binding, like any change to the user, needs every permission the user holds.
+  const change = write && !!u && !roles.loading && mayChangeUser(me, u.bindings, roles.data);
 
   return (
     <Page
       title={u ? `User ${u.name}` : 'User'}
-      actions={
-        write &&
-        u && <UserActions me={me} user={u} onChanged={user.reload} onDeleted={() => navigate('/users')} />
-      }
+      actions={change && <UserActions me={me} user={u} onChanged={user.reload} onDeleted={() => navigate('/users')} />}
     >
       <p>
         <Link href="/users">← All users</Link>
       </p>
       <ErrorNote error={user.error} />
+      <ErrorNote error={tenants.error} />
+      <ErrorNote error={clusters.error} />
+      <ErrorNote error={roles.error} />
       <Loading loading={user.loading && !u} />
       {u && (
         <>
+          {write && !roles.loading && !change && (
+            <p class="notice" data-testid="user-protected">
+              {protectedWhy(u)}
+            </p>
+          )}
           <Facts
             items={[
               ['Name', u.name],
-              ['Tenant', tenants.data?.find((t) => t.id === u.tenant_id)?.name ?? String(u.tenant_id)],
+              ['Tenant', tenantName(tenants.data, u.tenant_id)],
               ['State', <UserState user={u} />],
               ['Super administrator', isSuper(u) ? 'yes' : 'no'],
               ['Created', time(u.created_at)],
@@ -389,14 +418,14 @@ export function UserPage(props: { me: Me; id?: number; url?: URL }) {
           {u.bindings.length === 0 ? (
             <p class="muted">No roles: this user may only manage their own access tokens.</p>
           ) : (
-            <Table label="Role bindings" head={['Role', 'Clusters', ...(write ? [''] : [])]}>
+            <Table label="Role bindings" head={['Role', 'Clusters', ...(change ? [''] : [])]}>
               {u.bindings.map((b) => (
                 <tr key={b.id} data-testid={`binding-${b.id}`}>
                   <td>
                     <strong>{b.role}</strong>
                   </td>
                   <td class="wrap mid">{bindingScope(b, clusters.data)}</td>
-                  {write && (
+                  {change && (
                     <td>
                       <Button kind="danger" aria-label={`Remove binding ${b.role}`} onClick={() => setRemoving(b)}>
                         Remove
@@ -411,11 +440,12 @@ export function UserPage(props: { me: Me; id?: number; url?: URL }) {
             <AddBinding
               me={me}
               user={u}
+              roles={roles.data ?? []}
               clusters={(clusters.data ?? []).filter((c) => c.tenant_id === u.tenant_id)}
               onAdded={user.reload}
             />
           )}
-          {write && (
+          {change && (
             <Confirm
               title="Remove role binding"
               open={removing !== null}
@@ -438,33 +468,32 @@ export function UserPage(props: { me: Me; id?: number; url?: URL }) {
   );
 }
 
-function AddBinding(props: { me: Me; user: User; clusters: ClusterName[]; onAdded: () => void }) {
+/**
+ * Binds a role the signed-in user may grant: on every cluster only when they hold its cluster
+ * permissions on every cluster; on chosen clusters (not the super-admin role, which holds
+ * everywhere) only where they hold them.
+ */
+function AddBinding(props: { me: Me; user: User; roles: Role[]; clusters: ClusterName[]; onAdded: () => void }) {
   const { me, user } = props;
-  const roles = useLoad(
-    () =>
-      can(me, 'roles:read')
-        ? get<Role[]>(`/roles${query({ tenant_id: me.super_admin ? user.tenant_id : undefined })}`)
-        : Promise.resolve([] as Role[]),
-    [me.id, user.tenant_id],
-  );
-  const [role, setRole] = useState('');
+  const [roleId, setRoleId] = useState('');
   const [scope, setScope] = useState<'all' | 'chosen'>('all');
   const [chosen, setChosen] = useState<number[]>([]);
   const act = useAction();
-  const choosable = (roles.data ?? []).filter(
-    (r) => (r.tenant_id === null || r.tenant_id === user.tenant_id) && (me.super_admin || !r.permissions.includes('system')),
-  );
+  const choosable = props.roles.filter((r) => (r.tenant_id === null || r.tenant_id === user.tenant_id) && mayOffer(me, r));
+  const role = choosable.find((r) => String(r.id) === roleId);
+  const everywhere = !role || mayBind(me, role, []);
+  const onChosen = !role || !isSuperAdminRole(role);
+  const where = role && !everywhere ? 'chosen' : scope;
+  const clusters = where === 'chosen' ? chosen.filter((c) => !role || mayBindOn(me, role, c)) : [];
   return (
     <form
       class="card stack"
       aria-label="Add role binding"
       onSubmit={async (e) => {
         e.preventDefault();
-        const ok = await act.run(() =>
-          post(`/users/${user.id}/bindings`, { role_id: Number(role), clusters: scope === 'all' ? [] : chosen }),
-        );
+        const ok = await act.run(() => post(`/users/${user.id}/bindings`, { role_id: Number(roleId), clusters }));
         if (ok) {
-          setRole('');
+          setRoleId('');
           setScope('all');
           setChosen([]);
           props.onAdded();
@@ -474,45 +503,62 @@ function AddBinding(props: { me: Me; user: User; clusters: ClusterName[]; onAdde
       <h2 class="card-title">Add a role binding</h2>
       {!can(me, 'roles:read') && <p class="muted">Choosing a role needs the permission roles:read.</p>}
       <Field label="Role">
-        <select name="role" required value={role} onChange={(e) => setRole(e.currentTarget.value)}>
+        <select
+          name="role"
+          required
+          value={roleId}
+          onChange={(e) => {
+            const r = choosable.find((x) => String(x.id) === e.currentTarget.value);
+            setRoleId(e.currentTarget.value);
+            if (r && isSuperAdminRole(r)) setScope('all');
+          }}
+        >
           <option value="">Choose a role…</option>
-          {choosable.map((r) => (
-            <option key={r.id} value={String(r.id)}>
-              {r.name}
-              {r.builtin ? '' : ' (custom)'}
-            </option>
-          ))}
+          <RoleOptions roles={choosable} />
         </select>
       </Field>
       <fieldset>
         <legend>Clusters</legend>
         <div class="checks">
-          <label>
-            <input type="radio" name="scope" value="all" checked={scope === 'all'} onChange={() => setScope('all')} />
+          <label title={everywhere ? undefined : 'You do not hold the role’s cluster permissions on every cluster'}>
+            <input
+              type="radio"
+              name="scope"
+              value="all"
+              checked={where === 'all'}
+              disabled={!everywhere}
+              onChange={() => setScope('all')}
+            />
             All clusters
           </label>
-          <label>
-            <input type="radio" name="scope" value="chosen" checked={scope === 'chosen'} onChange={() => setScope('chosen')} />
-            Chosen clusters
-          </label>
+          {onChosen && (
+            <label>
+              <input type="radio" name="scope" value="chosen" checked={where === 'chosen'} onChange={() => setScope('chosen')} />
+              Chosen clusters
+            </label>
+          )}
         </div>
-        {scope === 'chosen' &&
+        {where === 'chosen' &&
           (props.clusters.length ? (
             <div class="checks chosen-clusters" role="group" aria-label="Clusters to bind">
-              {props.clusters.map((c) => (
-                <label key={c.id}>
-                  <input
-                    type="checkbox"
-                    name="clusters"
-                    value={String(c.id)}
-                    checked={chosen.includes(c.id)}
-                    onChange={(e) =>
-                      setChosen(e.currentTarget.checked ? [...chosen, c.id] : chosen.filter((x) => x !== c.id))
-                    }
-                  />
-                  {c.name}
-                </label>
-              ))}
+              {props.clusters.map((c) => {
+                const allowed = !role || mayBindOn(me, role, c.id);
+                return (
+                  <label key={c.id} title={allowed ? undefined : 'You do not hold the role’s cluster permissions on this cluster'}>
+                    <input
+                      type="checkbox"
+                      name="clusters"
+                      value={String(c.id)}
+                      disabled={!allowed}
+                      checked={allowed && chosen.includes(c.id)}
+                      onChange={(e) =>
+                        setChosen(e.currentTarget.checked ? [...chosen, c.id] : chosen.filter((x) => x !== c.id))
+                      }
+                    />
+                    {c.name}
+                  </label>
+                );
+              })}
             </div>
           ) : (
             <p class="muted">
@@ -520,12 +566,14 @@ function AddBinding(props: { me: Me; user: User; clusters: ClusterName[]; onAdde
             </p>
           ))}
         <p class="hint muted">
-          Cluster permissions (clusters, nodes, tasks) hold only on the chosen clusters; the role's other permissions hold
-          tenant-wide.
+          {role && !onChosen
+            ? 'The super-admin role holds on every cluster of every tenant.'
+            : 'Cluster permissions (clusters, nodes, tasks) hold only on the chosen clusters; the role’s other permissions hold tenant-wide.'}
+          {role && !everywhere && ' You hold some of this role’s cluster permissions on some clusters only: bind it on those.'}
         </p>
       </fieldset>
-      <ErrorNote error={act.error ?? roles.error} />
-      <Button type="submit" kind="primary" busy={act.busy} disabled={!role || (scope === 'chosen' && chosen.length === 0)}>
+      <ErrorNote error={act.error} />
+      <Button type="submit" kind="primary" busy={act.busy} disabled={!role || (where === 'chosen' && clusters.length === 0)}>
         Add binding
       </Button>
     </form>
