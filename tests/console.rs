@@ -158,6 +158,7 @@ async fn the_console_distributes_an_image_and_shows_it() {
     let mut nodes: Vec<ShoalNode> = Vec::new();
     let mut cluster_id = None;
     let mut task_id = None;
+    let mut copy_id = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     while let Some(line) = tokio::time::timeout_at(deadline.into(), lines.next_line())
         .await
@@ -188,6 +189,7 @@ async fn the_console_distributes_an_image_and_shows_it() {
                 to_browser.write_all(b"NODES_STARTED\n").await.unwrap();
             }
             "TASK" => task_id = Some(value.parse::<i64>().unwrap()),
+            "COPY" => copy_id = Some(value.parse::<i64>().unwrap()),
             _ => {}
         }
     }
@@ -204,6 +206,15 @@ async fn the_console_distributes_an_image_and_shows_it() {
     assert_eq!(task["state"], "succeeded", "{task}");
     assert_eq!(task["clusters"], json!([cid]), "{task}");
     assert_eq!(task["progress"]["nodes_total"], 2, "{task}");
+    assert_eq!(task["bandwidth"], 500_000, "{task}");
+    let copy = admin
+        .get_ok(&format!(
+            "/api/v1/tasks/{}",
+            copy_id.expect("the browser reported no copy")
+        ))
+        .await;
+    assert_eq!(copy["state"], "succeeded", "{copy}");
+    assert_eq!(copy["copied_from"], tid, "{copy}");
     // Every blob of the image is in both nodes' stores.
     for node in &nodes {
         for (digest, size) in image.blobs() {
@@ -229,13 +240,57 @@ async fn the_console_distributes_an_image_and_shows_it() {
     assert_eq!(me["limited_to"]["tasks:write"], json!([cid]), "{me}");
     assert_eq!(me["limited_to"]["tasks:read"], json!([cid]), "{me}");
     let (code, body) = ops
-        .post("/api/v1/users", json!({"name": "eve", "password": "longenough1"}))
+        .post(
+            "/api/v1/users",
+            json!({"name": "eve", "password": "longenough1"}),
+        )
         .await;
     assert_eq!(code, 403, "{body}");
-    let (code, body) = ops
-        .post("/api/v1/roles", json!({"name": "mine", "permissions": ["users:write"]}))
-        .await;
-    assert_eq!(code, 403, "{body}");
+    let node_id = admin.get_ok("/api/v1/nodes").await[0]["id"]
+        .as_i64()
+        .unwrap();
+    let refused = [
+        (
+            "POST",
+            "/api/v1/roles".to_owned(),
+            Some(json!({"name": "mine", "permissions": ["users:write"]})),
+        ),
+        (
+            "POST",
+            "/api/v1/clusters".to_owned(),
+            Some(json!({"name": "mine", "spec": {"kind": "static", "hosts": []}})),
+        ),
+        (
+            "PUT",
+            format!("/api/v1/clusters/{cid}"),
+            Some(json!({"name": "edge2", "spec": {"kind": "static", "hosts": []}})),
+        ),
+        ("POST", format!("/api/v1/clusters/{cid}/token"), None),
+        ("DELETE", format!("/api/v1/nodes/{node_id}"), None),
+        (
+            "POST",
+            "/api/v1/users/1/bindings".to_owned(),
+            Some(json!({"role_id": 1})),
+        ),
+        (
+            "PATCH",
+            "/api/v1/users/1".to_owned(),
+            Some(json!({"disabled": true})),
+        ),
+    ];
+    for (method, path, body) in refused {
+        let (code, answer) = ops.call(method, &path, body).await;
+        assert_eq!(code, 403, "{method} {path}: {answer}");
+    }
+    assert_eq!(
+        admin
+            .get_ok("/api/v1/clusters")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Every page was photographed.
     let mut saved: Vec<String> = std::fs::read_dir(&shots)
@@ -243,14 +298,33 @@ async fn the_console_distributes_an_image_and_shows_it() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     saved.sort();
+    let names: Vec<&str> = saved
+        .iter()
+        .filter_map(|f| {
+            f.split_once('-')
+                .and_then(|(_, rest)| rest.strip_suffix(".png"))
+        })
+        .collect();
     for page in [
-        "signin", "clusters", "nodes", "new-task", "task", "tasks", "analysis", "audit", "users",
-        "roles", "tokens",
+        "signin",
+        "clusters-join-token",
+        "clusters",
+        "nodes",
+        "new-task",
+        "task",
+        "tasks",
+        "analysis",
+        "audit",
+        "users",
+        "roles",
+        "tokens",
+        "task-phone",
+        "ops-users",
+        "ops-roles",
+        "ops-clusters",
+        "signin-expired",
     ] {
-        assert!(
-            saved.iter().any(|f| f.contains(page) && f.ends_with(".png")),
-            "no screenshot of {page}: {saved:?}"
-        );
+        assert!(names.contains(&page), "no screenshot of {page}: {saved:?}");
     }
     for f in &saved {
         let bytes = std::fs::read(shots.join(f)).unwrap();
@@ -289,7 +363,10 @@ async fn the_manager_serves_the_console() {
         .filter(|s| s.starts_with("/assets/"))
         .collect();
     assert!(assets.len() >= 2, "{html}");
-    assert!(!html.contains("http://") && !html.contains("https://"), "{html}");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "{html}"
+    );
     for a in &assets {
         let res = client
             .get(format!("{}{a}", manager.url))

@@ -58,6 +58,13 @@ context.on('request', (r) => {
 const page = await context.newPage();
 const pageErrors = [];
 page.on('pageerror', (e) => pageErrors.push(String(e)));
+// Console errors (a CSP violation, a failed request) fail the test, but for the refusals this
+// test provokes on purpose (a wrong password, a revoked session, a denied call).
+page.on('console', (m) => {
+  if (m.type() !== 'error') return;
+  if (/Failed to load resource: the server responded with a status of 40[13]/.test(m.text())) return;
+  pageErrors.push(`console: ${m.text()}`);
+});
 page.setDefaultTimeout(20_000);
 
 async function signIn(name, password) {
@@ -125,13 +132,16 @@ try {
   await page.getByRole('link', { name: 'New task' }).click();
   await page.getByRole('textbox', { name: 'Image', exact: true }).fill(image);
   await page.getByLabel('cluster edge').check();
-  await page.getByLabel('Limit per node (Mbit/s)').fill('200');
+  // 4 Mbit/s: the image's 3 MiB take seconds, so the page is seen running before it ends.
+  await page.getByLabel('Limit per node (Mbit/s)').fill('4');
   await screenshot(page, 'new-task');
   await page.getByRole('button', { name: 'Create task' }).click();
   await page.waitForURL(/\/tasks\/\d+$/);
   const taskId = Number(page.url().split('/').pop());
   await tell(`TASK ${taskId}`);
-  // Live: the page reaches `succeeded` without a reload, with both nodes' bars full.
+  // Live: the page shows it running, then reaches `succeeded` without a reload, with both
+  // nodes' bars full.
+  await page.locator('.facts [data-state="running"]').waitFor();
   await page.locator('.facts [data-state="succeeded"]').waitFor({ timeout: 120_000 });
   const rows = page.getByRole('table', { name: 'Task nodes' }).locator('tbody tr');
   await page.waitForFunction(
@@ -144,6 +154,13 @@ try {
   assert.match(await page.getByText('Where the bytes came from').locator('..').textContent(), /upstream/);
   await page.getByRole('log', { name: 'Task log' }).waitFor();
   await screenshot(page, 'task');
+  // A copy: a new task, whose page follows it live to the end too.
+  await page.getByRole('button', { name: 'Copy' }).click();
+  await page.waitForURL((u) => /\/tasks\/\d+$/.test(u.pathname) && !u.pathname.endsWith(`/${taskId}`));
+  const copyId = Number(page.url().split('/').pop());
+  await page.getByText(`task #${taskId}`).waitFor();
+  await page.locator('.facts [data-state="succeeded"]').waitFor({ timeout: 120_000 });
+  await tell(`COPY ${copyId}`);
   await go('Tasks');
   await page.locator(`tr[data-task-id="${taskId}"] [data-state="succeeded"]`).waitFor();
   await screenshot(page, 'tasks');
@@ -155,16 +172,25 @@ try {
     await wrap.locator('canvas').waitFor();
     const box = await wrap.locator('canvas').boundingBox();
     assert.ok(box && box.width > 100 && box.height > 100, `chart ${chart} has no size`);
+    // Drawn: a good share of its pixels are painted (axes, grid, the data).
+    const painted = await wrap.locator('canvas').evaluate((c) => {
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let n = 0;
+      for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+      return n / (c.width * c.height);
+    });
+    assert.ok(painted > 0.01, `chart ${chart} is blank (${painted})`);
   }
   const byNodes = page.getByTestId('chart-nodes');
   await byNodes.getByText('Data').click();
   const point = byNodes.locator(`tr[data-task-id="${taskId}"]`);
   await point.waitFor();
+  await byNodes.locator(`tr[data-task-id="${copyId}"]`).waitFor();
   // One point for the task: two nodes, and its duration.
   assert.ok((await point.locator('td').allTextContents()).map((c) => c.trim()).includes('2'), 'the point is not at 2 nodes');
   await page.getByTestId('chart-bytes').getByText('Data').click();
   await page.getByTestId('summary-tasks').waitFor();
-  assert.match(await page.getByTestId('summary-tasks').textContent(), /1 succeeded, 0 failed/);
+  assert.match(await page.getByTestId('summary-tasks').textContent(), /2 succeeded, 0 failed/);
   await screenshot(page, 'analysis');
 
   // Audit: the cluster and the task are in the log.
@@ -190,6 +216,21 @@ try {
   await bind.getByLabel('edge', { exact: true }).check();
   await bind.getByRole('button', { name: 'Add binding' }).click();
   await page.getByRole('table', { name: 'Role bindings' }).getByText('task-admin').waitFor();
+  // … who may also read users and roles (so those pages show their lists, without controls).
+  await go('Roles');
+  await page.getByRole('button', { name: 'New role' }).click();
+  const newRole = page.getByRole('dialog', { name: 'Create role' });
+  await newRole.getByLabel('Role name').fill('viewer');
+  await newRole.getByLabel('users:read').check();
+  await newRole.getByLabel('roles:read').check();
+  await newRole.getByRole('button', { name: 'Create role' }).click();
+  await page.getByRole('table', { name: 'Roles' }).getByText('viewer').waitFor();
+  await go('Users');
+  await page.getByRole('table', { name: 'Users' }).getByRole('link', { name: 'ops', exact: true }).click();
+  await bind.getByLabel('Role').selectOption({ label: 'viewer' });
+  await bind.getByLabel('All clusters').check();
+  await bind.getByRole('button', { name: 'Add binding' }).click();
+  await page.getByRole('table', { name: 'Role bindings' }).getByText('viewer').waitFor();
   await screenshot(page, 'users-ops');
   await go('Users');
   await screenshot(page, 'users');
@@ -216,19 +257,38 @@ try {
   const nav = page.getByRole('navigation', { name: 'Main' });
   await nav.getByRole('link', { name: 'Tasks', exact: true }).waitFor();
   assert.equal(await page.getByRole('link', { name: 'New task' }).count(), 1);
-  for (const link of ['Users', 'Roles', 'Audit log']) {
-    assert.equal(await nav.getByRole('link', { name: link, exact: true }).count(), 0, `${link} is shown to a task administrator`);
-  }
-  // Even on the permission pages' own addresses, no edit control is there.
-  for (const path of ['/users', '/roles']) {
+  assert.equal(await nav.getByRole('link', { name: 'Audit log', exact: true }).count(), 0, 'the audit log is shown to a task administrator');
+  // The permission pages list users and roles, and offer no control to change them; the
+  // cluster and node pages offer none either.
+  const noControls = async (path, table, names) => {
     await page.goto(`${url}${path}`);
     await page.getByRole('heading', { level: 1 }).waitFor();
+    if (table) await page.getByRole('table', { name: table }).locator('tbody tr').first().waitFor();
     await page.waitForLoadState('networkidle');
-    for (const name of ['New user', 'New role', 'Delete', 'Edit', 'Add binding', 'Reset password', 'Disable']) {
+    for (const name of names) {
       assert.equal(await page.getByRole('button', { name }).count(), 0, `${path} shows "${name}" to a task administrator`);
     }
-    await screenshot(page, `ops${path.replace('/', '-')}`);
+    await screenshot(page, `ops${path.replaceAll('/', '-')}`);
+  };
+  await noControls('/users', 'Users', ['New user', 'Disable', 'Enable', 'Reset password', 'Delete']);
+  assert.equal(await page.getByRole('table', { name: 'Users' }).locator('tbody tr').count(), 2);
+  await page.getByRole('table', { name: 'Users' }).getByRole('link', { name: 'admin', exact: true }).click();
+  await page.getByRole('table', { name: 'Role bindings' }).waitFor();
+  for (const name of ['Remove binding', 'Add binding', 'Disable', 'Delete', 'Reset password']) {
+    assert.equal(await page.getByRole('button', { name }).count(), 0, `a user's page shows "${name}" to a task administrator`);
   }
+  await noControls('/roles', 'Roles', ['New role', 'Edit', 'Delete']);
+  await noControls('/clusters', 'Clusters', ['New cluster']);
+  await noControls(`/clusters/${cluster.id}`, null, ['Edit', 'Rotate join token', 'Discover now', 'Delete']);
+  const nodeId = await page.evaluate(async () => {
+    const s = JSON.parse(sessionStorage.getItem('shoal.session'));
+    const r = await fetch('/api/v1/nodes', { headers: { authorization: `Bearer ${s.token}` } });
+    return (await r.json())[0].id;
+  });
+  await noControls(`/nodes/${nodeId}`, null, ['Remove']);
+  // Tasks they may change: stop, copy and delete are there.
+  await page.goto(`${url}/tasks/${taskId}`);
+  await page.getByRole('button', { name: 'Copy' }).waitFor();
   // And the API refuses them as well.
   const refused = await page.evaluate(async () => {
     const s = JSON.parse(sessionStorage.getItem('shoal.session'));

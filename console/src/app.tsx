@@ -52,13 +52,13 @@ function routes(me: Me): Route[] {
   return [
     { pattern: /^\/tasks\/?$/, render: (_, url) => <TasksPage me={me} url={url} /> },
     { pattern: /^\/tasks\/new\/?$/, render: (_, url) => <NewTaskPage me={me} url={url} /> },
-    { pattern: /^\/tasks\/(\d+)\/?$/, render: (m) => <TaskPage me={me} id={id(m)} /> },
+    { pattern: /^\/tasks\/(\d+)\/?$/, render: (m) => <TaskPage key={m[1]} me={me} id={id(m)} /> },
     { pattern: /^\/clusters\/?$/, render: () => <ClustersPage me={me} /> },
-    { pattern: /^\/clusters\/(\d+)\/?$/, render: (m) => <ClusterPage me={me} id={id(m)} /> },
+    { pattern: /^\/clusters\/(\d+)\/?$/, render: (m) => <ClusterPage key={m[1]} me={me} id={id(m)} /> },
     { pattern: /^\/nodes\/?$/, render: (_, url) => <NodesPage me={me} url={url} /> },
-    { pattern: /^\/nodes\/(\d+)\/?$/, render: (m) => <NodePage me={me} id={id(m)} /> },
+    { pattern: /^\/nodes\/(\d+)\/?$/, render: (m) => <NodePage key={m[1]} me={me} id={id(m)} /> },
     { pattern: /^\/users\/?$/, render: () => <UsersPage me={me} /> },
-    { pattern: /^\/users\/(\d+)\/?$/, render: (m) => <UserPage me={me} id={id(m)} /> },
+    { pattern: /^\/users\/(\d+)\/?$/, render: (m) => <UserPage key={m[1]} me={me} id={id(m)} /> },
     { pattern: /^\/roles\/?$/, render: () => <RolesPage me={me} /> },
     { pattern: /^\/tokens\/?$/, render: () => <TokensPage me={me} /> },
     { pattern: /^\/analysis\/?$/, render: () => <AnalysisPage me={me} /> },
@@ -87,27 +87,31 @@ export function App() {
     [],
   );
 
-  // The stored session's user is refreshed (permissions may have changed since sign-in), and
-  // the session is ended in the browser at its expiry time.
+  // The stored session's user is refreshed (permissions may have changed since sign-in). The
+  // manager decides when a session ends: any call it answers with 401 signs the user out here
+  // (live pages poll, so an expired session is noticed within seconds).
   useEffect(() => {
     const s = currentSession();
     if (!s) return;
+    let cancelled = false;
     get<Me>('/auth/me').then(
       (m) => {
+        if (cancelled || currentSession()?.token !== s.token) return;
         setSession({ ...s, user: m });
         setMe(m);
       },
       () => undefined,
     );
-    const t = setTimeout(() => {
-      setSession(null);
-      setMe(null);
-      setNotice('Your session has expired. Sign in again.');
-    }, Math.max(0, s.expires_at - Date.now()));
-    return () => clearTimeout(t);
+    return () => {
+      cancelled = true;
+    };
   }, [me?.id]);
 
-  useEffect(() => setMenuOpen(false), [url.pathname]);
+  // A new page: the menu folds, and keyboard focus moves to the page (not lost with the menu).
+  useEffect(() => {
+    setMenuOpen(false);
+    document.getElementById('main')?.focus({ preventScroll: true });
+  }, [url.pathname]);
 
   if (!me) {
     return (
@@ -153,7 +157,8 @@ export function App() {
           type="button"
           class="btn plain"
           onClick={async () => {
-            await signOut();
+            // Signed out here even when the manager cannot be told (it expires the session).
+            await signOut().catch(() => undefined);
             setMe(null);
             setNotice('You are signed out.');
             navigate('/', true);

@@ -16,42 +16,52 @@ export function useLoad<T>(f: () => Promise<T>, deps: unknown[], everyMs?: numbe
   const [data, setData] = useState<T | undefined>(undefined);
   const [error, setError] = useState<ApiError | undefined>(undefined);
   const [loading, setLoading] = useState(true);
+  // The generation of `deps`: answers to calls made for older deps are dropped.
   const gen = useRef(0);
+  // One call at a time: a poll is skipped while the previous call runs (a slow manager is not
+  // piled up on, and every answer that arrives is used).
+  const busy = useRef(false);
   const fn = useRef(f);
   fn.current = f;
-  const run = useCallback(() => {
-    const g = ++gen.current;
-    fn.current().then(
-      (d) => {
+  const run = useCallback((force: boolean) => {
+    if (busy.current && !force) return;
+    const g = gen.current;
+    busy.current = true;
+    fn.current()
+      .then(
+        (d) => {
+          if (g !== gen.current) return;
+          setData(d);
+          setError(undefined);
+        },
+        (e: unknown) => {
+          if (g !== gen.current) return;
+          setError(e instanceof ApiError ? e : new ApiError(0, 'ERROR', String(e)));
+        },
+      )
+      .finally(() => {
         if (g !== gen.current) return;
-        setData(d);
-        setError(undefined);
+        busy.current = false;
         setLoading(false);
-      },
-      (e: unknown) => {
-        if (g !== gen.current) return;
-        setError(e instanceof ApiError ? e : new ApiError(0, 'ERROR', String(e)));
-        setLoading(false);
-      },
-    );
+      });
   }, []);
   useEffect(() => {
+    gen.current++;
+    busy.current = false;
     setLoading(true);
     setData(undefined);
-    run();
-    return () => {
-      gen.current++;
-    };
+    run(true);
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, deps);
+  useEffect(() => () => void gen.current++, []);
   useEffect(() => {
     if (!everyMs) return;
     const t = setInterval(() => {
-      if (document.visibilityState === 'visible') run();
+      if (document.visibilityState === 'visible') run(false);
     }, everyMs);
     return () => clearInterval(t);
   }, [everyMs]);
-  return { data, error, loading, reload: run };
+  return { data, error, loading, reload: () => run(true) };
 }
 
 /** Runs an action, keeping its error and whether it is running, for buttons and forms. */

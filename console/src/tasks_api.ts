@@ -23,6 +23,8 @@ export interface Task {
   source: TaskSource;
   clusters: number[];
   nodes: number[];
+  /** Every cluster the task reaches: changing it needs tasks:write on each. */
+  scope_clusters: number[];
   schedule: Schedule;
   next_run_at: number | null;
   bandwidth: number | null;
@@ -65,6 +67,7 @@ export interface LogEntry {
 
 export interface ClusterRef {
   id: number;
+  tenant_id: number;
   name: string;
 }
 
@@ -100,5 +103,4 @@ export function scheduleText(s: Schedule): string {
   return `cron ${s.cron} (UTC)`;
 }
 
-export const listClusters = () => get<ClusterRef[]>('/clusters');
 export const listNodes = () => get<NodeRef[]>('/nodes');

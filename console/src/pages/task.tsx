@@ -1,7 +1,7 @@
 // One task: its facts, each node's progress, bytes from peers against upstream, and its log,
 // all updating while it runs; stop, copy and delete.
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { can, del, get, post, query, type Me } from '../api';
+import { ApiError, can, canOn, del, get, post, query, type Me } from '../api';
 import { BytesSplit } from '../components/bytes_split';
 import { Badge, Button, ErrorNote, Facts, Loading, Page, Progress, Table } from '../components/ui';
 import { bytes, duration, rate, time } from '../format';
@@ -22,10 +22,11 @@ export function TaskPage(props: { me: Me; id?: number }) {
   const runs = useLoad(
     () => (isCron ? get<Task[]>(`/tasks${query({ parent_id: id, limit: 50 })}`) : Promise.resolve([])),
     [id, isCron],
-    isCron ? 5000 : undefined,
+    isCron && live ? 5000 : undefined,
   );
   const act = useAction();
-  const writer = can(props.me, 'tasks:write');
+  // Changing a task needs tasks:write on every cluster it reaches.
+  const writer = !!t && can(props.me, 'tasks:write') && t.scope_clusters.every((c) => canOn(props.me, 'tasks:write', c));
 
   // Poll while the task can change; one last load after it settled.
   useEffect(() => {
@@ -41,7 +42,8 @@ export function TaskPage(props: { me: Me; id?: number }) {
     if (c) navigate(`/tasks/${c.id}`);
   };
   const remove = async () => {
-    if (!confirm(`Delete task #${id}${t ? ` (${t.name})` : ''}? Its per-node records and log go with it.`)) return;
+    const running = t && active(t) ? ' It is stopped first.' : '';
+    if (!confirm(`Delete task #${id}${t ? ` (${t.name})` : ''}? Its per-node records and log go with it.${running}`)) return;
     const ok = await act.run(async () => (await del(`/tasks/${id}`), true));
     if (ok) navigate('/tasks');
   };
@@ -53,7 +55,7 @@ export function TaskPage(props: { me: Me; id?: number }) {
         writer &&
         t && (
           <>
-            {(active(t) || isCron) && (
+            {active(t) && (
               <Button kind="danger" busy={act.busy} onClick={stop}>
                 Stop
               </Button>
@@ -61,7 +63,7 @@ export function TaskPage(props: { me: Me; id?: number }) {
             <Button busy={act.busy} onClick={copy}>
               Copy
             </Button>
-            <Button kind="danger" busy={act.busy} onClick={remove} disabled={active(t) && !isCron}>
+            <Button kind="danger" busy={act.busy} onClick={remove}>
               Delete
             </Button>
           </>
@@ -145,6 +147,7 @@ export function TaskPage(props: { me: Me; id?: number }) {
           {isCron && (
             <>
               <h2>Runs</h2>
+              <ErrorNote error={runs.error} />
               <Loading loading={runs.loading && !runs.data} empty={runs.data?.length === 0} what="runs" />
               {runs.data && runs.data.length > 0 && <TaskTable tasks={runs.data} label="Runs" />}
             </>
@@ -158,28 +161,34 @@ export function TaskPage(props: { me: Me; id?: number }) {
   );
 }
 
-/** The task's log, fetched incrementally (`after=`) while the task runs. */
+/** The task's log, fetched incrementally (`after=`) while the task runs, one call at a time. */
 function TaskLog(props: { id: number; live: boolean }) {
   const [lines, setLines] = useState<LogEntry[]>([]);
+  const [error, setError] = useState<ApiError | undefined>(undefined);
   const last = useRef(0);
+  const pulling = useRef(false);
   const box = useRef<HTMLDivElement>(null);
-  useEffect(() => {
-    setLines([]);
-    last.current = 0;
-  }, [props.id]);
   useEffect(() => {
     let stopped = false;
     const pull = async () => {
+      if (pulling.current) return;
+      pulling.current = true;
       try {
         for (;;) {
           const more = await get<LogEntry[]>(`/tasks/${props.id}/logs${query({ after: last.current || undefined, limit: 500 })}`);
-          if (stopped || !more.length) break;
-          last.current = more[more.length - 1].id;
-          setLines((l) => [...l, ...more].slice(-2000));
+          if (stopped) break;
+          const fresh = more.filter((l) => l.id > last.current);
+          if (fresh.length) {
+            last.current = fresh[fresh.length - 1].id;
+            setLines((l) => [...l, ...fresh].slice(-2000));
+          }
+          setError(undefined);
           if (more.length < 500) break;
         }
-      } catch {
-        // Shown by the task's own error; the next round tries again.
+      } catch (e) {
+        if (!stopped) setError(e instanceof ApiError ? e : new ApiError(0, 'ERROR', String(e)));
+      } finally {
+        pulling.current = false;
       }
     };
     pull();
@@ -188,20 +197,26 @@ function TaskLog(props: { id: number; live: boolean }) {
       stopped = true;
       if (t) clearInterval(t);
     };
-  }, [props.id, props.live]);
+  }, [props.live]);
   useEffect(() => {
     const b = box.current;
     if (b && b.scrollHeight - b.scrollTop - b.clientHeight < 80) b.scrollTop = b.scrollHeight;
   }, [lines.length]);
-  if (!lines.length) return <p class="muted">No log lines yet.</p>;
   return (
-    <div class="log" ref={box} role="log" aria-label="Task log" tabIndex={0}>
-      {lines.map((l) => (
-        <div key={l.id} class={`lvl-${l.level}`}>
-          {time(l.at)} {l.level.padEnd(5)} {l.node_name ? `[${l.node_name}] ` : ''}
-          {l.message}
+    <>
+      <ErrorNote error={error} />
+      {lines.length === 0 ? (
+        <p class="muted">No log lines yet.</p>
+      ) : (
+        <div class="log" ref={box} role="log" aria-label="Task log" tabIndex={0}>
+          {lines.map((l) => (
+            <div key={l.id} class={`lvl-${l.level}`}>
+              {time(l.at)} {l.level.padEnd(5)} {l.node_name ? `[${l.node_name}] ` : ''}
+              {l.message}
+            </div>
+          ))}
         </div>
-      ))}
-    </div>
+      )}
+    </>
   );
 }

@@ -1,11 +1,12 @@
 // One form for an image or file distribution task: what, to which clusters and nodes, when,
 // and at what bandwidth.
 import { useState } from 'preact/hooks';
-import { can, get, post, type Me } from '../api';
-import { Button, ErrorNote, Field, Page } from '../components/ui';
+import { can, canOn, get, post, type Me } from '../api';
+import { Button, ErrorNote, Field, Loading, Page } from '../components/ui';
 import { useAction, useLoad } from '../hooks';
 import { navigate } from '../router';
-import { listClusters, listNodes, type FileVersionRef, type Schedule, type Task, type TaskSource } from '../tasks_api';
+import { useClusters, useTenants } from '../components/lookups';
+import { listNodes, type FileVersionRef, type Schedule, type Task, type TaskSource } from '../tasks_api';
 
 type When = 'now' | 'at' | 'cron';
 
@@ -26,7 +27,9 @@ export function NewTaskPage(props: { me: Me; url?: URL }) {
   const [limit, setLimit] = useState('');
   const act = useAction();
 
-  const clusterList = useLoad(() => (can(props.me, 'clusters:read') ? listClusters() : Promise.resolve([])), []);
+  const [tenant, setTenant] = useState('');
+  const tenants = useTenants(props.me, props.me.super_admin);
+  const clusterList = useClusters(props.me);
   const nodeList = useLoad(() => (can(props.me, 'nodes:read') ? listNodes() : Promise.resolve([])), []);
   const versions = useLoad(
     () => (can(props.me, 'files:read') ? get<FileVersionRef[]>('/files') : Promise.resolve([])),
@@ -70,12 +73,21 @@ export function NewTaskPage(props: { me: Me; url?: URL }) {
       nodes,
       schedule,
       bandwidth: limit && mbit > 0 ? Math.round((mbit * 1e6) / 8) : undefined,
+      tenant_id: tenant ? Number(tenant) : undefined,
     };
     const t = await act.run(() => post<Task>('/tasks', body));
     if (t) navigate(`/tasks/${t.id}`);
   };
 
-  const shownNodes = (nodeList.data ?? []).filter((n) => n.name.toLowerCase().includes(nodeFilter.toLowerCase()));
+  // Targets the user may send tasks to, in the task's tenant (super administrators choose it).
+  const tenantId = tenant ? Number(tenant) : props.me.tenant_id;
+  const targetClusters = (clusterList.data ?? []).filter(
+    (c) => c.tenant_id === tenantId && canOn(props.me, 'tasks:write', c.id),
+  );
+  const allowed = new Set(targetClusters.map((c) => c.id));
+  const shownNodes = (nodeList.data ?? []).filter(
+    (n) => allowed.has(n.cluster_id) && n.name.toLowerCase().includes(nodeFilter.toLowerCase()),
+  );
 
   return (
     <Page title="New task">
@@ -101,6 +113,7 @@ export function NewTaskPage(props: { me: Me; url?: URL }) {
             </div>
           ) : (
             <div class="row">
+              <ErrorNote error={versions.error} />
               {versions.data && versions.data.length > 0 && (
                 <Field label="File version" hint="A published file version, or a URL below">
                   <select value={version} onChange={(e) => setVersion(e.currentTarget.value)}>
@@ -132,9 +145,30 @@ export function NewTaskPage(props: { me: Me; url?: URL }) {
 
         <fieldset>
           <legend>Targets</legend>
-          {clusterList.data && clusterList.data.length > 0 ? (
+          {tenants.data && tenants.data.length > 1 && (
+            <Field label="Tenant">
+              <select
+                value={tenant || String(props.me.tenant_id)}
+                onChange={(e) => {
+                  setTenant(e.currentTarget.value);
+                  setClusters([]);
+                  setNodes([]);
+                }}
+              >
+                {tenants.data.map((t) => (
+                  <option key={t.id} value={String(t.id)}>
+                    {t.name}
+                  </option>
+                ))}
+              </select>
+            </Field>
+          )}
+          <ErrorNote error={tenants.error ?? clusterList.error ?? nodeList.error} />
+          {clusterList.loading ? (
+            <Loading loading />
+          ) : targetClusters.length > 0 ? (
             <div class="checks" role="group" aria-label="Clusters">
-              {clusterList.data.map((c) => (
+              {targetClusters.map((c) => (
                 <label key={c.id}>
                   <input type="checkbox" checked={clusters.includes(c.id)} onChange={() => toggle(clusters, setClusters, c.id)} />
                   cluster {c.name}
@@ -142,10 +176,10 @@ export function NewTaskPage(props: { me: Me; url?: URL }) {
               ))}
             </div>
           ) : (
-            <p class="muted">No clusters you can see.</p>
+            <p class="muted">No clusters you may send tasks to.</p>
           )}
-          {nodeList.data && nodeList.data.length > 0 && (
-            <details open={nodes.length > 0}>
+          {shownNodes.length + nodes.length > 0 && (
+            <details>
               <summary>Single nodes ({nodes.length} chosen)</summary>
               <Field label="Find nodes">
                 <input type="search" value={nodeFilter} onInput={(e) => setNodeFilter(e.currentTarget.value)} />

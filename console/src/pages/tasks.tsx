@@ -4,7 +4,8 @@ import { Badge, ErrorNote, Loading, Page, Progress, Table, Field } from '../comp
 import { ago, bytes, duration } from '../format';
 import { useLoad } from '../hooks';
 import { Link, setQuery } from '../router';
-import { TASK_STATES, listClusters, sourceText, type Task } from '../tasks_api';
+import { useClusters } from '../components/lookups';
+import { TASK_STATES, sourceText, type Task } from '../tasks_api';
 
 export function TasksPage(props: { me: Me; url?: URL }) {
   const q = props.url?.searchParams ?? new URLSearchParams();
@@ -16,7 +17,7 @@ export function TasksPage(props: { me: Me; url?: URL }) {
     [state, kind, cluster],
     3000,
   );
-  const clusters = useLoad(() => (can(props.me, 'clusters:read') ? listClusters() : Promise.resolve([])), []);
+  const clusters = useClusters(props.me);
   const clusterName = (id: number) => clusters.data?.find((c) => c.id === id)?.name ?? `#${id}`;
 
   return (
@@ -61,14 +62,14 @@ export function TasksPage(props: { me: Me; url?: URL }) {
           </Field>
         )}
       </form>
-      <ErrorNote error={tasks.error} />
+      <ErrorNote error={tasks.error ?? clusters.error} />
       <Loading loading={tasks.loading} empty={tasks.data?.length === 0} what="tasks" />
       {tasks.data && tasks.data.length > 0 && <TaskTable tasks={tasks.data} clusterName={clusterName} />}
     </Page>
   );
 }
 
-/** Tasks as a table (also used by the cluster and node pages). */
+/** Tasks as a table (the task list, a cron task's runs, a cluster's recent tasks). */
 export function TaskTable(props: { tasks: Task[]; clusterName?: (id: number) => string; label?: string }) {
   return (
     <Table

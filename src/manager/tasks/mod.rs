@@ -67,6 +67,7 @@ fn task_of(row: &AnyRow) -> Result<Task, sqlx::Error> {
         source,
         clusters: json_col(row, "clusters"),
         nodes: json_col(row, "nodes"),
+        scope_clusters: json_col(row, "scope_clusters"),
         schedule,
         next_run_at: row.try_get("next_run_at")?,
         bandwidth: row.try_get("bandwidth")?,

@@ -112,6 +112,10 @@ pub struct Task {
     pub clusters: Vec<i64>,
     /// Target nodes.
     pub nodes: Vec<i64>,
+    /// Every cluster it reaches (its clusters and its nodes' clusters): changing it needs
+    /// `tasks:write` on each.
+    #[serde(default)]
+    pub scope_clusters: Vec<i64>,
     /// When it runs.
     pub schedule: Schedule,
     /// When it fires next (at and cron).
