@@ -206,6 +206,19 @@ fn check_node_daemonset(ds: &Value, zone: &str, host_network: bool) {
     let c = &pod["containers"][0];
     let args = c["args"].as_array().unwrap();
     assert_eq!(args[0], "node", "{name}: the container runs `shoal node`");
+    // The image runs as 65532; the node and its init container write root-owned host
+    // directories (the data dir, containerd's certs.d), so they run as root, read-only.
+    for ctr in [c, &pod["initContainers"][0]] {
+        assert_eq!(ctr["securityContext"]["runAsUser"], 0, "{name}");
+        assert_eq!(
+            ctr["securityContext"]["readOnlyRootFilesystem"], true,
+            "{name}"
+        );
+        assert_eq!(
+            ctr["securityContext"]["allowPrivilegeEscalation"], false,
+            "{name}"
+        );
+    }
     let flags = flag_values(args);
     for (f, _) in &flags {
         assert!(
@@ -401,6 +414,13 @@ fn chart_lints_and_renders_with_real_helm() {
     let manager = of_kind(&objects, "Deployment");
     assert_eq!(manager.len(), 1);
     assert_eq!(manager[0]["spec"]["replicas"], 1);
+    // Seeds and the manager keep the image's non-root user; fsGroup opens their volumes to it.
+    for pod in [&seeds[0], &manager[0]] {
+        let sc = &pod["spec"]["template"]["spec"]["securityContext"];
+        assert_eq!(sc["runAsNonRoot"], true, "{sc}");
+        assert_eq!(sc["runAsUser"], 65532, "{sc}");
+        assert_eq!(sc["fsGroup"], 65532, "{sc}");
+    }
     let margs: Vec<&str> = manager[0]["spec"]["template"]["spec"]["containers"][0]["args"]
         .as_array()
         .unwrap()
