@@ -1,8 +1,10 @@
 //! The Helm chart `charts/shoal` with real Helm: Helm's library from PyPI's `helm-sdkpy` wheel,
 //! driven through cffi by `tests/helm/helm_driver.py` (shared/TESTING.md, "Helm without a helm
-//! package"). Lints the chart with its default values and with `ci/multizone-postgres.yaml`,
-//! renders both (a real `helm install` against a fake API server that records the objects) and
-//! checks the node DaemonSets against what `shoal node --help` accepts.
+//! package"). Lints the chart with its default values, `ci/multizone-postgres.yaml` and
+//! `ci/crio-restore.yaml`, renders each (a real `helm install` against a fake API server that
+//! records the objects) and checks the node DaemonSets against what `shoal node --help` accepts,
+//! and their init containers against `shoal containerd-config --help` and
+//! `shoal registries-config --help`.
 
 mod common;
 
@@ -93,6 +95,10 @@ fn chart() -> PathBuf {
 
 fn multizone() -> PathBuf {
     chart().join("ci/multizone-postgres.yaml")
+}
+
+fn crio_restore() -> PathBuf {
+    chart().join("ci/crio-restore.yaml")
 }
 
 fn lint_ok(lib: &Path, chart: &Path, values: Option<&Path>) -> (bool, String) {
@@ -188,10 +194,42 @@ fn volume_for_file<'a>(pod: &'a Value, container: &Value, file: &str) -> &'a Val
         .unwrap_or_else(|| panic!("volume {} of {file} is not declared", m["name"]))
 }
 
-/// Checks one node DaemonSet against `shoal node --help` and `shoal containerd-config --help`.
-fn check_node_daemonset(ds: &Value, zone: &str, host_network: bool) {
+/// An init container the node DaemonSet should have: the subcommand it runs, the host directory
+/// it writes, the registries it names and whether it restores.
+struct RuntimeInit {
+    command: &'static str,
+    host_dir: &'static str,
+    registries: &'static [&'static str],
+    restore: bool,
+}
+
+/// The chart's default: containerd's hosts.toml for `_default` and docker.io, written.
+const CONTAINERD_DEFAULT: RuntimeInit = RuntimeInit {
+    command: "containerd-config",
+    host_dir: "/etc/containerd/certs.d",
+    registries: &["docker.io"],
+    restore: false,
+};
+
+/// The securityContext every container of the chart has, and root (`run_as_root`) or not.
+fn check_security_context(what: &str, ctr: &Value, run_as_root: bool) {
+    let sc = &ctr["securityContext"];
+    if run_as_root {
+        assert_eq!(sc["runAsUser"], 0, "{what}: {sc}");
+    }
+    assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}: {sc}");
+    assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}: {sc}");
+    assert_eq!(
+        sc["capabilities"]["drop"],
+        serde_json::json!(["ALL"]),
+        "{what}: {sc}"
+    );
+}
+
+/// Checks one node DaemonSet against `shoal node --help`, and its init containers (`inits`, in
+/// order) against the help of the subcommand each runs.
+fn check_node_daemonset(ds: &Value, zone: &str, host_network: bool, inits: &[RuntimeInit]) {
     let node_flags = help_flags(&["node", "--help"]);
-    let cc_flags = help_flags(&["containerd-config", "--help"]);
     let pod = &ds["spec"]["template"]["spec"];
     let name = ds["metadata"]["name"].as_str().unwrap();
     assert_eq!(pod["priorityClassName"], "system-node-critical", "{name}");
@@ -206,18 +244,16 @@ fn check_node_daemonset(ds: &Value, zone: &str, host_network: bool) {
     let c = &pod["containers"][0];
     let args = c["args"].as_array().unwrap();
     assert_eq!(args[0], "node", "{name}: the container runs `shoal node`");
-    // The image runs as 65532; the node and its init container write root-owned host
-    // directories (the data dir, containerd's certs.d), so they run as root, read-only.
-    for ctr in [c, &pod["initContainers"][0]] {
-        assert_eq!(ctr["securityContext"]["runAsUser"], 0, "{name}");
-        assert_eq!(
-            ctr["securityContext"]["readOnlyRootFilesystem"], true,
-            "{name}"
-        );
-        assert_eq!(
-            ctr["securityContext"]["allowPrivilegeEscalation"], false,
-            "{name}"
-        );
+    // The image runs as 65532; the node and its init containers write root-owned host
+    // directories (the data dir, certs.d, registries.conf.d), so they run as root, read-only,
+    // without capabilities.
+    let init_containers = pod["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    check_security_context(name, c, true);
+    for init in &init_containers {
+        check_security_context(name, init, true);
     }
     let flags = flag_values(args);
     for (f, _) in &flags {
@@ -328,34 +364,68 @@ fn check_node_daemonset(ds: &Value, zone: &str, host_network: bool) {
         "{name}: the swarm key comes from a Secret"
     );
 
-    // The init container writes containerd's hosts.toml into the host's certs.d.
-    let init = &pod["initContainers"][0];
-    let iargs = init["args"].as_array().unwrap();
-    assert_eq!(iargs[0], "containerd-config");
-    let iflags = flag_values(iargs);
-    for (f, _) in &iflags {
-        assert!(
-            cc_flags.contains(f),
-            "{name}: `shoal containerd-config --help` has no {f}"
-        );
-    }
-    let write = value_of(&iflags, "--write").expect("--write");
-    let certs = volume_for_file(pod, init, &format!("{write}/x"));
+    // The init containers write the runtimes' configuration into the host's directories,
+    // pointing at this DaemonSet's mirror port.
     assert_eq!(
-        certs["hostPath"]["path"], "/etc/containerd/certs.d",
-        "{name}"
+        init_containers.len(),
+        inits.len(),
+        "{name}: init containers {init_containers:?}"
     );
-    let node_url = value_of(&iflags, "--node").expect("--node");
-    assert_eq!(
-        port_of(node_url),
-        port("mirror")["containerPort"].as_u64().unwrap(),
-        "{name}"
-    );
-    if host_network {
-        assert!(
-            node_url.starts_with("http://127.0.0.1:"),
-            "{name}: {node_url}"
+    for (init, want) in init_containers.iter().zip(inits) {
+        let iargs = init["args"].as_array().unwrap();
+        assert_eq!(iargs[0], want.command, "{name}");
+        let help = help_flags(&[want.command, "--help"]);
+        let iflags = flag_values(iargs);
+        for (f, _) in &iflags {
+            assert!(
+                help.contains(f),
+                "{name}: `shoal {} --help` has no {f}",
+                want.command
+            );
+        }
+        let write = value_of(&iflags, "--write").expect("--write");
+        // containerd-config writes a directory, registries-config one file in a directory.
+        let written = if want.command == "containerd-config" {
+            format!("{write}/x")
+        } else {
+            assert!(write.ends_with(".conf"), "{name}: {write}");
+            write.to_string()
+        };
+        let volume = volume_for_file(pod, init, &written);
+        assert_eq!(volume["hostPath"]["path"], want.host_dir, "{name}");
+        assert_eq!(volume["hostPath"]["type"], "DirectoryOrCreate", "{name}");
+        let registries: Vec<&str> = iflags
+            .iter()
+            .filter(|(f, _)| f == "--registry")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(registries, want.registries, "{name}: {}", want.command);
+        assert_eq!(
+            value_of(&iflags, "--restore").is_some(),
+            want.restore,
+            "{name}: {} --restore",
+            want.command
         );
+        let node_url = value_of(&iflags, "--node").expect("--node");
+        assert_eq!(
+            port_of(node_url),
+            port("mirror")["containerPort"].as_u64().unwrap(),
+            "{name}"
+        );
+        if host_network {
+            assert!(
+                node_url.starts_with("http://127.0.0.1:"),
+                "{name}: {node_url}"
+            );
+        } else {
+            assert_eq!(node_url, format!("http://$(NODE_IP):{}", port_of(node_url)));
+            let env = init["env"].as_array().unwrap();
+            let ip = env
+                .iter()
+                .find(|e| e["name"] == "NODE_IP")
+                .expect("NODE_IP env");
+            assert_eq!(ip["valueFrom"]["fieldRef"]["fieldPath"], "status.hostIP");
+        }
     }
     let _ = mount_path(c, "data");
 }
@@ -369,6 +439,8 @@ fn chart_lints_and_renders_with_real_helm() {
     assert!(ok, "lint with default values failed:\n{text}");
     let (ok, text) = lint_ok(&lib, &chart(), Some(&multizone()));
     assert!(ok, "lint with ci/multizone-postgres.yaml failed:\n{text}");
+    let (ok, text) = lint_ok(&lib, &chart(), Some(&crio_restore()));
+    assert!(ok, "lint with ci/crio-restore.yaml failed:\n{text}");
 
     // Lint is not a no-op: a broken template and an invalid swarm key are errors.
     let tmp = tempfile::tempdir().unwrap();
@@ -395,7 +467,7 @@ fn chart_lints_and_renders_with_real_helm() {
     let objects = render(&lib, None);
     let daemonsets = of_kind(&objects, "DaemonSet");
     assert_eq!(daemonsets.len(), 1);
-    check_node_daemonset(daemonsets[0], "default", true);
+    check_node_daemonset(daemonsets[0], "default", true, &[CONTAINERD_DEFAULT]);
     let seeds = of_kind(&objects, "StatefulSet");
     assert_eq!(seeds.len(), 1);
     assert_eq!(seeds[0]["spec"]["replicas"], 2);
@@ -420,6 +492,8 @@ fn chart_lints_and_renders_with_real_helm() {
         assert_eq!(sc["runAsNonRoot"], true, "{sc}");
         assert_eq!(sc["runAsUser"], 65532, "{sc}");
         assert_eq!(sc["fsGroup"], 65532, "{sc}");
+        let ctr = &pod["spec"]["template"]["spec"]["containers"][0];
+        check_security_context(pod["kind"].as_str().unwrap(), ctr, false);
     }
     let margs: Vec<&str> = manager[0]["spec"]["template"]["spec"]["containers"][0]["args"]
         .as_array()
@@ -488,7 +562,7 @@ fn chart_lints_and_renders_with_real_helm() {
             .iter()
             .find(|d| d["metadata"]["name"].as_str().unwrap().ends_with(zone))
             .unwrap_or_else(|| panic!("no DaemonSet for {zone}"));
-        check_node_daemonset(ds, zone, false);
+        check_node_daemonset(ds, zone, false, &[CONTAINERD_DEFAULT]);
         assert_eq!(
             ds["spec"]["template"]["spec"]["nodeSelector"]["topology.kubernetes.io/zone"],
             zone
@@ -529,6 +603,50 @@ fn chart_lints_and_renders_with_real_helm() {
     assert_eq!(
         b64decode(join["data"]["token"].as_str().unwrap()),
         "shj_example-join-token"
+    );
+
+    // CRI-O besides containerd, in restore mode (the uninstall step): both init containers
+    // restore, each with its host directory mounted.
+    let objects = render(&lib, Some(&crio_restore()));
+    let daemonsets = of_kind(&objects, "DaemonSet");
+    assert_eq!(daemonsets.len(), 1);
+    check_node_daemonset(
+        daemonsets[0],
+        "default",
+        false,
+        &[
+            RuntimeInit {
+                command: "containerd-config",
+                host_dir: "/etc/containerd/certs.d",
+                registries: &["docker.io", "ghcr.io"],
+                restore: true,
+            },
+            RuntimeInit {
+                command: "registries-config",
+                host_dir: "/etc/containers/registries.conf.d",
+                registries: &["docker.io", "quay.io"],
+                restore: true,
+            },
+        ],
+    );
+    let init = &daemonsets[0]["spec"]["template"]["spec"]["initContainers"][1];
+    assert!(
+        init["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--write=/etc/containers/registries.conf.d/50-shoal.conf"),
+        "{init}"
+    );
+
+    // The old key is refused by name rather than silently ignored.
+    let old_key = tmp.path().join("old-key.yaml");
+    std::fs::write(&old_key, "node:\n  containerdConfig:\n    enabled: false\n").unwrap();
+    let out = driver(&lib, "render", &chart(), Some(&old_key));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("node.runtimeConfig.containerd"),
+        "node.containerdConfig was accepted: {err}"
     );
 }
 

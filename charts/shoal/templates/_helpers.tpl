@@ -142,3 +142,19 @@ readinessProbe:
   periodSeconds: 5
   failureThreshold: 3
 {{- end -}}
+
+{{/*
+The node and its init containers write root-owned host directories (the data dir, containerd's
+certs.d, registries.conf.d), so they run as root, the image's user being 65532. Root without
+any capability still writes what root owns, and nothing else: no DAC override, no chown, no
+privilege escalation, a read-only root filesystem.
+*/}}
+{{- define "shoal.hostConfigSecurityContext" -}}
+securityContext:
+  runAsUser: 0
+  runAsGroup: 0
+  readOnlyRootFilesystem: true
+  allowPrivilegeEscalation: false
+  capabilities:
+    drop: ["ALL"]
+{{- end -}}
