@@ -374,3 +374,77 @@ fn admin_endpoints_report_status_and_metrics() {
         Some("registry/2.0")
     );
 }
+
+#[test]
+fn ns_less_requests_name_their_registry_in_the_path_or_mean_the_default() {
+    if !tools(&["docker-registry", "skopeo"]) {
+        return;
+    }
+    // Two registries holding `library/app:v1`, each a different image: Docker Hub's stand-in
+    // and a second registry the requests name by its `127.0.0.1:PORT`.
+    let hub = Registry::start(RegistryOpts::default());
+    let other = Registry::start(RegistryOpts::default());
+    let work = tempfile::tempdir().unwrap();
+    let hub_image = make_image(&work.path().join("hub"), &[MIB], &[]);
+    let other_image = make_image(&work.path().join("other"), &[MIB / 2], &[]);
+    push_image(&hub_image, &hub, "library/app", "v1", None);
+    push_image(&other_image, &other, "library/app", "v1", None);
+    let second = format!("{}={}", other.host(), other.url());
+    let node = node_for(&hub, &["--upstream", &second]);
+    let accept = [("Accept", common::image::OCI_MANIFEST)];
+    let get = |path: &str| http_request("GET", &format!("{}{path}", node.url()), &accept, &[]);
+
+    // Docker's request for Docker Hub: no ns, no host in the path, the default registry.
+    let resp = get("/v2/library/app/manifests/v1").unwrap();
+    assert_eq!(resp.status, 200);
+    let hub_manifest = &hub_image.manifests[0];
+    assert_eq!(
+        resp.header("docker-content-digest"),
+        Some(hub_manifest.digest.as_str())
+    );
+    assert_eq!(other.count_requests("GET", "/manifests/"), 0);
+
+    // The registry named in the path, as `host:port` and as `host_port` (the form a
+    // registries.conf mirror location can carry).
+    let other_manifest = &other_image.manifests[0];
+    let other_layer = &other_manifest.layers[0].digest;
+    for host in [other.host(), other.host().replace(':', "_")] {
+        let resp = get(&format!("/v2/{host}/library/app/manifests/v1")).unwrap();
+        assert_eq!(resp.status, 200, "{host}");
+        assert_eq!(
+            resp.header("docker-content-digest"),
+            Some(other_manifest.digest.as_str()),
+            "{host}"
+        );
+    }
+    let hub_manifests = hub.count_requests("GET", "/manifests/");
+    let resp = get(&format!(
+        "/v2/{}/library/app/blobs/{other_layer}",
+        other.host()
+    ))
+    .unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(sha256_hex(&resp.body), *other_layer);
+    assert_eq!(upstream_gets(&other, other_layer), 1);
+    assert_eq!(hub.count_requests("GET", "/blobs/"), 0);
+    assert_eq!(hub.count_requests("GET", "/manifests/"), hub_manifests);
+
+    // `ns` still wins: the path is then all repository name.
+    let resp = get(&format!(
+        "/v2/{}/library/app/manifests/v1?ns=docker.io",
+        other.host()
+    ))
+    .unwrap();
+    assert_eq!(resp.status, 400);
+
+    // A registry host with no repository after it.
+    for path in [
+        "/v2/ghcr.io/manifests/v1".to_owned(),
+        format!("/v2/{}/blobs/{other_layer}", other.host()),
+    ] {
+        let resp = get(&path).unwrap();
+        assert_eq!(resp.status, 400, "{path}");
+        let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(v["errors"][0]["code"], "NAME_INVALID", "{path}");
+    }
+}

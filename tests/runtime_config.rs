@@ -50,12 +50,17 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u32, Option<Vec<u8>>)> {
 }
 
 /// A registry holding `REPO:TAG` (one linux/amd64 manifest of two layers) and a node whose
-/// upstream for `docker.io` it is.
+/// upstream it is for `docker.io` and for its own `127.0.0.1:PORT` (a second registry).
 fn registry_and_node(work: &Path, repo: &str, tag: &str) -> (Registry, Vec<LayerInfo>, ShoalNode) {
     let registry = Registry::start(RegistryOpts::default());
     let image = common::make_image(&work.join("layout"), &[2 * MIB, MIB], &[]);
     common::push_image(&image, &registry, repo, tag, None);
-    let node = ShoalNode::start(&["--upstream", &format!("docker.io={}", registry.url())]);
+    let node = ShoalNode::start(&[
+        "--upstream",
+        &format!("docker.io={}", registry.url()),
+        "--upstream",
+        &format!("{}={}", registry.host(), registry.url()),
+    ]);
     (registry, image.manifests[0].layers.clone(), node)
 }
 
@@ -257,12 +262,18 @@ fn docker_config_merges_into_daemon_json_and_dockerd_pulls_through_the_node() {
 }
 
 #[test]
-fn registries_config_drop_in_sends_podman_pulls_through_the_node() {
+fn registries_config_drop_in_sends_podman_pulls_of_two_registries_through_the_node() {
     if !tools(&["docker-registry", "skopeo", "podman"]) {
         return;
     }
     let work = tempfile::tempdir().unwrap();
     let (registry, layers, node) = registry_and_node(work.path(), "library/tool", "2");
+    // The same registry is also a second one, named by its own `127.0.0.1:PORT`, holding
+    // another image.
+    let second = common::make_image(&work.path().join("second"), &[MIB, MIB / 2], &[]);
+    common::push_image(&second, &registry, "team/app", "v1", None);
+    let second_layers = second.manifests[0].layers.clone();
+    let host = registry.host();
     let drop_in = work.path().join("registries.conf.d/shoal.conf");
     let drop_in_arg = drop_in.to_str().unwrap();
     let node_url = node.url();
@@ -270,6 +281,10 @@ fn registries_config_drop_in_sends_podman_pulls_through_the_node() {
         "registries-config",
         "--node",
         &node_url,
+        "--registry",
+        "docker.io",
+        "--registry",
+        &host,
         "--write",
         drop_in_arg,
     ];
@@ -279,10 +294,15 @@ fn registries_config_drop_in_sends_podman_pulls_through_the_node() {
         diff.starts_with(&format!("--- /dev/null\n+++ {drop_in_arg}\n")),
         "{diff}"
     );
-    assert!(
-        diff.contains(&format!("+location = \"{}\"\n", node.host())),
-        "{diff}"
-    );
+    for location in [
+        format!("{}/docker.io", node.host()),
+        format!("{}/{}", node.host(), host.replace(':', "_")),
+    ] {
+        assert!(
+            diff.contains(&format!("+location = \"{location}\"\n")),
+            "{location} not in {diff}"
+        );
+    }
     assert!(!drop_in.parent().unwrap().exists(), "--dry-run wrote files");
     shoal(&args);
 
@@ -297,7 +317,13 @@ fn registries_config_drop_in_sends_podman_pulls_through_the_node() {
     let reference = "docker.io/library/tool:2";
     common::check_output("podman pull", &podman.pull(reference));
     assert_eq!(podman.image_diff_ids(reference), diff_ids(&layers));
-    assert_node_served(&node, &registry, &layers);
+    // The second registry: its only location is https, which it does not speak, so the
+    // image can only have come through the node.
+    let reference = format!("{host}/team/app:v1");
+    common::check_output("podman pull (second registry)", &podman.pull(&reference));
+    assert_eq!(podman.image_diff_ids(&reference), diff_ids(&second_layers));
+    let all: Vec<LayerInfo> = layers.iter().chain(&second_layers).cloned().collect();
+    assert_node_served(&node, &registry, &all);
 
     shoal(&with(&args, &["--restore"]));
     assert!(

@@ -57,8 +57,8 @@ pub enum Command {
     /// Print the Docker daemon.json fragment that sends pulls through the node, or merge it
     /// into daemon.json (with --dry-run to see the diff, --restore to undo).
     DockerConfig(DockerConfigArgs),
-    /// Print or write the registries.conf drop-in that sends Podman's and CRI-O's pulls of the
-    /// node's default registry through the node (with --dry-run, --restore).
+    /// Print or write the registries.conf drop-in that sends Podman's and CRI-O's pulls of each
+    /// --registry through the node (with --dry-run, --restore).
     RegistriesConfig(RegistriesConfigArgs),
     /// Fetch an image ahead of need into the seeds, a zone or every node, and follow progress.
     Preheat(PreheatArgs),
@@ -106,7 +106,8 @@ pub struct NodeArgs {
         value_delimiter = ','
     )]
     pub fallback: Vec<String>,
-    /// The registry a request without `?ns=` means (Docker's mirror requests) [default: docker.io].
+    /// The registry a request without `?ns=` means (Docker's mirror requests), unless its path
+    /// starts with a registry host [default: docker.io].
     #[arg(long, env = "SHOAL_DEFAULT_REGISTRY")]
     pub default_registry: Option<String>,
     /// Run as a seed.

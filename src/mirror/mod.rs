@@ -1,5 +1,5 @@
-//! The node's HTTP front: the registry-mirror API (`/v2/…`) that Docker and containerd pull
-//! through, files (`/api/v1/files`, and `http://` URLs in proxy form), and the admin endpoints
+//! The node's HTTP front: the registry-mirror API (`/v2/…`) that Docker, containerd, Podman
+//! and CRI-O pull through, files (`/api/v1/files`, and `http://` URLs in proxy form), and the admin endpoints
 //! (`/healthz`, `/readyz`, `/status`, `/metrics`).
 
 pub mod admin;
@@ -30,7 +30,8 @@ use route::V2Route;
 pub struct MirrorState {
     /// The download engine (and through it the store and metrics).
     pub fetcher: Arc<Fetcher>,
-    /// The registry a request without `?ns=` means (Docker's mirror requests).
+    /// The registry a request without `?ns=` means (Docker's mirror requests), unless its path
+    /// names one (see [`route::path_registry`]).
     pub default_registry: RegistryHost,
     /// Files (any HTTP URL).
     pub files: Arc<crate::files::Files>,
@@ -118,8 +119,12 @@ async fn handle(
     query: Result<Query<MirrorQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, RegistryError> {
+    let Query(query) = query.map_err(|e| {
+        RegistryError::new(ErrorCode::NameInvalid, format!("bad query string: {e}"))
+    })?;
     let rest = uri.path().strip_prefix("/v2/").unwrap_or_default();
-    let route = route::parse_v2(rest)?;
+    // Without `ns`, the path may name the registry (Podman's and CRI-O's mirrors with a path).
+    let request = route::parse_v2(rest, query.ns.is_none())?;
     let head = match method {
         Method::GET => false,
         Method::HEAD => true,
@@ -130,14 +135,12 @@ async fn handle(
             ));
         }
     };
-    let Query(query) = query.map_err(|e| {
-        RegistryError::new(ErrorCode::NameInvalid, format!("bad query string: {e}"))
-    })?;
-    let registry = match query.ns {
-        Some(ns) => ns.parse::<RegistryHost>().map_err(|e| {
+    let registry = match (query.ns, request.registry) {
+        (Some(ns), _) => ns.parse::<RegistryHost>().map_err(|e| {
             RegistryError::new(ErrorCode::NameInvalid, format!("bad ns parameter: {e}"))
         })?,
-        None => state.default_registry.clone(),
+        (None, Some(in_path)) => in_path,
+        (None, None) => state.default_registry.clone(),
     };
     let credentials = headers
         .get(header::AUTHORIZATION)
@@ -149,7 +152,7 @@ async fn handle(
         head,
         headers,
     };
-    match route {
+    match request.route {
         V2Route::Blob { repo, digest } => blobs::get(ctx, repo, digest).await,
         V2Route::Manifest { repo, reference } => manifests::get(ctx, repo, reference).await,
         V2Route::TagsList { .. } | V2Route::Upload => Err(RegistryError::new(

@@ -1,7 +1,13 @@
 //! Parsing of `/v2/…` paths and `Range` headers into typed requests. Pure functions: every
 //! malformed input becomes a [`RegistryError`] the client can read, never a panic.
+//!
+//! A request without `?ns=` may name its registry in the path, as Podman and CRI-O do when a
+//! `registries.conf` mirror `location` carries a path (`NODE/ghcr.io` makes
+//! `/v2/ghcr.io/org/app/…`): a first component that is a host ([`path_registry`]) is the
+//! registry and the rest the repository. Docker Hub namespaces never look like hosts, so
+//! Docker's own ns-less requests keep meaning the default registry.
 
-use crate::oci::{Digest, ErrorCode, Reference, RegistryError, RepoName};
+use crate::oci::{Digest, ErrorCode, Reference, RegistryError, RegistryHost, RepoName};
 
 /// What a `/v2/<rest>` path asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,15 +35,88 @@ pub enum V2Route {
     Upload,
 }
 
-/// Parses the part of the path after `/v2/`.
+/// A parsed `/v2/…` path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V2Request {
+    /// The registry the path names in its first component, when the caller allowed that.
+    pub registry: Option<RegistryHost>,
+    /// What is asked for.
+    pub route: V2Route,
+}
+
+/// Parses the part of the path after `/v2/`. With `registry_in_path` (a request without
+/// `?ns=`), a name whose first component is a registry host ([`path_registry`]) names that
+/// registry, and the rest of it is the repository.
 ///
 /// # Errors
-/// `NAME_INVALID`, `DIGEST_INVALID` or `NAME_UNKNOWN` (for paths that are no registry route).
-pub fn parse_v2(rest: &str) -> Result<V2Route, RegistryError> {
-    let repo = |name: &str| {
+/// `NAME_INVALID` (also for a registry host with no repository after it), `DIGEST_INVALID` or
+/// `NAME_UNKNOWN` (for paths that are no registry route).
+pub fn parse_v2(rest: &str, registry_in_path: bool) -> Result<V2Request, RegistryError> {
+    let mut registry = None;
+    let mut repo = |name: &str| {
+        let (host, name) = if registry_in_path {
+            split_registry(name)?
+        } else {
+            (None, name)
+        };
+        registry = host;
         name.parse::<RepoName>()
             .map_err(|e| RegistryError::new(ErrorCode::NameInvalid, e.to_string()))
     };
+    let route = parse_route(rest, &mut repo)?;
+    Ok(V2Request { registry, route })
+}
+
+/// The registry host a path's first component names, or `None` for a repository component.
+/// A host has a `.` or a `:`, or is `localhost` (the rule Docker uses to tell a registry from
+/// a Docker Hub namespace, which can hold neither). `HOST_PORT` stands for `HOST:PORT`,
+/// since an image reference (and so a `registries.conf` mirror location) cannot hold a second
+/// colon: `127.0.0.1_5000` is `127.0.0.1:5000`.
+///
+/// # Errors
+/// `NAME_INVALID` for a component that looks like a host but is not a valid one.
+pub fn path_registry(component: &str) -> Result<Option<RegistryHost>, RegistryError> {
+    let decoded = match component.rsplit_once('_') {
+        Some((host, port))
+            if !component.contains(':')
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            format!("{host}:{port}")
+        }
+        _ => component.to_owned(),
+    };
+    let host = decoded
+        .rsplit_once(':')
+        .map_or(decoded.as_str(), |(h, _)| h);
+    if !(decoded.contains('.') || component.contains(':') || host == "localhost") {
+        return Ok(None);
+    }
+    decoded.parse::<RegistryHost>().map(Some).map_err(|e| {
+        RegistryError::new(
+            ErrorCode::NameInvalid,
+            format!("{e} in the repository path"),
+        )
+    })
+}
+
+/// Splits a registry host off the front of `name`, when its first component is one.
+fn split_registry(name: &str) -> Result<(Option<RegistryHost>, &str), RegistryError> {
+    let (first, rest) = name.split_once('/').unwrap_or((name, ""));
+    match path_registry(first)? {
+        None => Ok((None, name)),
+        Some(_) if rest.is_empty() => Err(RegistryError::new(
+            ErrorCode::NameInvalid,
+            format!("registry host {first:?} with no repository after it"),
+        )),
+        Some(host) => Ok((Some(host), rest)),
+    }
+}
+
+fn parse_route(
+    rest: &str,
+    repo: &mut impl FnMut(&str) -> Result<RepoName, RegistryError>,
+) -> Result<V2Route, RegistryError> {
     if let Some(name) = rest.strip_suffix("/tags/list") {
         return Ok(V2Route::TagsList { repo: repo(name)? });
     }
@@ -141,27 +220,35 @@ mod tests {
 
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
+    fn route(rest: &str) -> V2Route {
+        let req = parse_v2(rest, false).unwrap();
+        assert_eq!(req.registry, None, "{rest}");
+        req.route
+    }
+
     #[test]
     fn routes() {
         assert!(matches!(
-            parse_v2("library/nginx/manifests/latest").unwrap(),
+            route("library/nginx/manifests/latest"),
             V2Route::Manifest { .. }
         ));
         assert!(matches!(
-            parse_v2(&format!("a/b/c/blobs/{D}")).unwrap(),
+            route(&format!("a/b/c/blobs/{D}")),
             V2Route::Blob { .. }
         ));
         // A repository may itself be called "manifests" or "blobs".
-        match parse_v2(&format!("x/manifests/manifests/{D}")).unwrap() {
+        match route(&format!("x/manifests/manifests/{D}")) {
             V2Route::Manifest { repo, .. } => assert_eq!(repo.as_str(), "x/manifests"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(parse_v2("x/blobs/uploads/").unwrap(), V2Route::Upload);
-        assert!(matches!(
-            parse_v2("x/tags/list").unwrap(),
-            V2Route::TagsList { .. }
-        ));
-        let code = |p: &str| parse_v2(p).unwrap_err().code;
+        assert_eq!(route("x/blobs/uploads/"), V2Route::Upload);
+        assert!(matches!(route("x/tags/list"), V2Route::TagsList { .. }));
+        // With `?ns=`, a host-like first component is part of the repository name.
+        match route("ghcr.io/org/app/manifests/v1") {
+            V2Route::Manifest { repo, .. } => assert_eq!(repo.as_str(), "ghcr.io/org/app"),
+            other => panic!("{other:?}"),
+        }
+        let code = |p: &str| parse_v2(p, false).unwrap_err().code;
         assert_eq!(code("UPPER/manifests/latest"), ErrorCode::NameInvalid);
         assert_eq!(code("../etc/manifests/latest"), ErrorCode::NameInvalid);
         assert_eq!(code("x/blobs/sha256:zz"), ErrorCode::DigestInvalid);
@@ -169,6 +256,76 @@ mod tests {
         assert_eq!(code("x/manifests/bad/tag"), ErrorCode::NameInvalid);
         assert_eq!(code("x/manifests/.bad"), ErrorCode::NameInvalid);
         assert_eq!(code("x/whatever"), ErrorCode::NameUnknown);
+        assert_eq!(
+            code("127.0.0.1:5000/x/manifests/v1"),
+            ErrorCode::NameInvalid
+        );
+    }
+
+    #[test]
+    fn registry_in_the_path_of_ns_less_requests() {
+        let split = |rest: &str| {
+            let req = parse_v2(rest, true).unwrap();
+            let repo = match req.route {
+                V2Route::Manifest { repo, .. }
+                | V2Route::Blob { repo, .. }
+                | V2Route::TagsList { repo } => repo,
+                V2Route::Upload => panic!("{rest}"),
+            };
+            (req.registry.map(|h| h.to_string()), repo.to_string())
+        };
+        let some = |h: &str, r: &str| (Some(h.to_owned()), r.to_owned());
+        // Docker's requests for Docker Hub: namespaces are never hosts.
+        assert_eq!(
+            split("library/app/manifests/v1"),
+            (None, "library/app".to_owned())
+        );
+        assert_eq!(split(&format!("org/app/blobs/{D}")).0, None);
+        assert_eq!(split("app/manifests/v1"), (None, "app".to_owned()));
+        assert_eq!(
+            split("ghcr.io/org/app/manifests/v1"),
+            some("ghcr.io", "org/app")
+        );
+        assert_eq!(
+            split("docker.io/library/app/manifests/v1"),
+            some("docker.io", "library/app")
+        );
+        assert_eq!(
+            split(&format!("127.0.0.1:5000/library/app/blobs/{D}")),
+            some("127.0.0.1:5000", "library/app")
+        );
+        // HOST_PORT, the form a registries.conf mirror location can carry.
+        assert_eq!(
+            split("127.0.0.1_5000/library/app/manifests/v1"),
+            some("127.0.0.1:5000", "library/app")
+        );
+        assert_eq!(
+            split("localhost_5000/app/tags/list"),
+            some("localhost:5000", "app")
+        );
+        assert_eq!(
+            split("localhost/app/manifests/v1"),
+            some("localhost", "app")
+        );
+        // Underscores and digits alone do not make a host.
+        assert_eq!(
+            split("my_app_2/x/manifests/v1"),
+            (None, "my_app_2/x".to_owned())
+        );
+
+        let code = |p: &str| parse_v2(p, true).unwrap_err().code;
+        for bad in [
+            "ghcr.io/manifests/v1",
+            "127.0.0.1:5000/manifests/v1",
+            "localhost_5000/tags/list",
+            &format!("quay.io/blobs/{D}"),
+            "ghcr.io//app/manifests/v1",
+            "bad..host/app/manifests/v1",
+            "host:99999/app/manifests/v1",
+            "ghcr.io/UPPER/manifests/v1",
+        ] {
+            assert_eq!(code(bad), ErrorCode::NameInvalid, "{bad}");
+        }
     }
 
     #[test]
@@ -224,7 +381,8 @@ mod tests {
     proptest! {
         #[test]
         fn path_parser_never_panics(s in "\\PC{0,300}") {
-            let _ = parse_v2(&s);
+            let _ = parse_v2(&s, false);
+            let _ = parse_v2(&s, true);
         }
 
         #[test]

@@ -1,12 +1,13 @@
 //! `shoal registries-config`: a containers-registries.conf(5) (version 2) drop-in for Podman,
 //! CRI-O, Buildah and Skopeo, which all read `/etc/containers/registries.conf.d/*.conf`.
 //!
-//! These clients send no `ns` parameter to a mirror, so the node answers every request as its
-//! `--default-registry` (`docker.io` unless set). A drop-in therefore mirrors one registry, the
-//! node's default one: pointing another registry's entry at the node would make the node fetch
-//! that registry's repositories from the default registry instead. To mirror another registry
-//! for these clients, run a second node with `--default-registry` set to it (on its own port)
-//! and write a second drop-in for it.
+//! These clients send no `ns` parameter to a mirror, so each registry's mirror `location`
+//! carries the registry in its path: `NODE/ghcr.io` makes them ask the node for
+//! `/v2/ghcr.io/org/app/…`, which the node reads as `?ns=ghcr.io` would be
+//! ([`crate::mirror::route::path_registry`]). A reference cannot hold a colon after its host,
+//! so a registry with a port is written `HOST_PORT` there (`NODE/127.0.0.1_5000`). Docker Hub
+//! gets the same form (`NODE/docker.io`), so it does not depend on the node's
+//! `--default-registry`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,7 +15,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{ApplyFlags, NodeUrl, RuntimeConfigError, carry_out, managed, plan_files};
-use crate::oci::RegistryHost;
+use crate::mirror::route::path_registry;
+use crate::oci::{RegistryHost, RepoName};
 
 /// Flags of `shoal registries-config`.
 #[derive(Debug, Args)]
@@ -22,10 +24,10 @@ pub struct RegistriesConfigArgs {
     /// The node's mirror URL.
     #[arg(long, default_value = "http://127.0.0.1:65001")]
     pub node: NodeUrl,
-    /// The registry pulled through the node: it must be the node's --default-registry, since
-    /// Podman and CRI-O do not tell the node which registry they mean.
-    #[arg(long, value_name = "HOST", default_value = "docker.io")]
-    pub registry: RegistryHost,
+    /// A registry pulled through the node (repeatable): an entry for each, whose mirror is the
+    /// node with the registry in its path.
+    #[arg(long = "registry", value_name = "HOST", default_values_t = vec!["docker.io".parse::<RegistryHost>().expect("valid host")])]
+    pub registries: Vec<RegistryHost>,
     /// Write this drop-in instead of printing it (the original, if any, is kept as
     /// FILE.shoal-backup). CRI-O reads it on restart or SIGHUP; Podman on every command.
     /// [default with no value: /etc/containers/registries.conf.d/shoal.conf].
@@ -41,27 +43,66 @@ pub struct RegistriesConfigArgs {
     pub apply: ApplyFlags,
 }
 
-/// The drop-in: one `[[registry]]` for `registry` with the node as its mirror (`insecure` for
-/// an `http://` node). The registry itself stays its `location`, which clients try when the
-/// node fails. It replaces any entry with the same prefix in registries.conf.
-pub fn registries_conf(node: &NodeUrl, registry: &RegistryHost) -> String {
-    let mut out = format!(
-        "{header}: Podman and CRI-O pull {registry} through the local shoal node first,\n\
-         # and from {registry} itself when the node fails. The node must run with\n\
-         # --default-registry {registry} (these clients do not say which registry they mean).\n\
-         [[registry]]\n\
-         prefix = \"{registry}\"\n\
-         location = \"{registry}\"\n\
-         \n\
-         [[registry.mirror]]\n\
-         location = \"{mirror}\"\n",
-        header = managed::HEADER,
-        mirror = node.host_port(),
-    );
-    if node.is_http() {
-        out.push_str("insecure = true\n");
+/// How `registry` appears as the first path component of a mirror location: the host, with
+/// `_PORT` for `:PORT`. It must be a valid reference path component that the node reads back
+/// as the same registry.
+///
+/// # Errors
+/// For a registry no such component can name: an IPv6 literal, or a host with a port but
+/// neither a dot nor the name `localhost` (`registry:5000`).
+pub fn mirror_path(registry: &RegistryHost) -> Result<String, RuntimeConfigError> {
+    let component = registry.as_str().replace(':', "_");
+    let names_it = component.parse::<RepoName>().is_ok()
+        && !component.contains('/')
+        && path_registry(&component).ok().flatten().as_ref() == Some(registry);
+    if names_it {
+        Ok(component)
+    } else {
+        Err(RuntimeConfigError::Invalid(format!(
+            "--registry {registry}: Podman and CRI-O cannot name this registry in a mirror \
+             location (use a host name with a dot, or localhost)"
+        )))
     }
-    out
+}
+
+/// The drop-in: a `[[registry]]` for each of `registries` (each once) with the node as its
+/// mirror, the registry in the mirror's path (`insecure` for an `http://` node). Each registry
+/// stays its own `location`, which clients try when the node fails. An entry replaces any
+/// entry with the same prefix in registries.conf.
+///
+/// # Errors
+/// For a registry the mirror location cannot name ([`mirror_path`]).
+pub fn registries_conf(
+    node: &NodeUrl,
+    registries: &[RegistryHost],
+) -> Result<String, RuntimeConfigError> {
+    let mut out = format!(
+        "{header}: Podman and CRI-O pull these registries through the local shoal\n\
+         # node first, and from the registry itself when the node fails. The node finds the\n\
+         # registry in the path of the mirror location (HOST_PORT stands for HOST:PORT).\n",
+        header = managed::HEADER,
+    );
+    let mut seen = Vec::new();
+    for registry in registries {
+        if seen.contains(&registry) {
+            continue;
+        }
+        seen.push(registry);
+        out.push_str(&format!(
+            "\n[[registry]]\n\
+             prefix = \"{registry}\"\n\
+             location = \"{registry}\"\n\
+             \n\
+             [[registry.mirror]]\n\
+             location = \"{node}/{path}\"\n",
+            node = node.host_port(),
+            path = mirror_path(registry)?,
+        ));
+        if node.is_http() {
+            out.push_str("insecure = true\n");
+        }
+    }
+    Ok(out)
 }
 
 /// Runs `shoal registries-config`, printing to `out`.
@@ -69,7 +110,7 @@ pub fn registries_conf(node: &NodeUrl, registry: &RegistryHost) -> String {
 /// # Errors
 /// On an I/O failure.
 pub fn run(args: &RegistriesConfigArgs, out: &mut dyn Write) -> Result<(), RuntimeConfigError> {
-    let content = registries_conf(&args.node, &args.registry);
+    let content = registries_conf(&args.node, &args.registries)?;
     let Some(path) = &args.write else {
         out.write_all(content.as_bytes())?;
         return Ok(());
@@ -86,31 +127,72 @@ pub fn run(args: &RegistriesConfigArgs, out: &mut dyn Write) -> Result<(), Runti
 mod tests {
     use super::*;
 
+    fn hosts(names: &[&str]) -> Vec<RegistryHost> {
+        names.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
     #[test]
-    fn one_registry_with_the_node_as_mirror() {
+    fn each_registry_with_the_node_and_its_path_as_mirror() {
         let node: NodeUrl = "http://127.0.0.1:65001".parse().unwrap();
-        let text = registries_conf(&node, &"docker.io".parse().unwrap());
+        let text = registries_conf(
+            &node,
+            &hosts(&["docker.io", "ghcr.io", "127.0.0.1:5000", "ghcr.io"]),
+        )
+        .unwrap();
         let conf: toml::Table = toml::from_str(&text).unwrap();
-        let reg = &conf["registry"][0];
-        assert_eq!(reg["prefix"].as_str(), Some("docker.io"));
-        assert_eq!(reg["location"].as_str(), Some("docker.io"));
-        assert_eq!(
-            reg["mirror"][0]["location"].as_str(),
-            Some("127.0.0.1:65001")
-        );
-        assert_eq!(reg["mirror"][0]["insecure"].as_bool(), Some(true));
         assert_eq!(
             conf.len(),
             1,
             "no top-level keys: the drop-in can follow any file"
         );
+        let entries = conf["registry"].as_array().unwrap();
+        let got: Vec<_> = entries
+            .iter()
+            .map(|reg| {
+                assert_eq!(reg["mirror"][0]["insecure"].as_bool(), Some(true));
+                assert_eq!(reg["prefix"], reg["location"]);
+                (
+                    reg["prefix"].as_str().unwrap(),
+                    reg["mirror"][0]["location"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("docker.io", "127.0.0.1:65001/docker.io"),
+                ("ghcr.io", "127.0.0.1:65001/ghcr.io"),
+                ("127.0.0.1:5000", "127.0.0.1:65001/127.0.0.1_5000"),
+            ]
+        );
 
         let tls: NodeUrl = "https://node.example".parse().unwrap();
-        let text = registries_conf(&tls, &"quay.io".parse().unwrap());
+        let text = registries_conf(&tls, &hosts(&["quay.io"])).unwrap();
         let conf: toml::Table = toml::from_str(&text).unwrap();
         let mirror = &conf["registry"][0]["mirror"][0];
-        assert_eq!(mirror["location"].as_str(), Some("node.example"));
+        assert_eq!(mirror["location"].as_str(), Some("node.example/quay.io"));
         assert!(mirror.get("insecure").is_none());
+    }
+
+    #[test]
+    fn the_node_reads_each_mirror_path_back_as_its_registry() {
+        for host in hosts(&[
+            "docker.io",
+            "registry.example.com:5000",
+            "localhost",
+            "localhost:5000",
+            "my-registry.example",
+        ]) {
+            let path = mirror_path(&host).unwrap();
+            let rest = format!("{path}/team/app/manifests/v1");
+            let req = crate::mirror::route::parse_v2(&rest, true).unwrap();
+            assert_eq!(req.registry.as_ref(), Some(&host), "{path}");
+        }
+        // No reference path component can name these.
+        for host in hosts(&["[::1]:5000", "registry:5000", "registry"]) {
+            let e = mirror_path(&host).unwrap_err().to_string();
+            assert!(e.contains("--registry"), "{e}");
+        }
     }
 
     #[test]
@@ -119,8 +201,9 @@ mod tests {
             toml::from_str(include_str!("../../../examples/podman-registries.conf")).unwrap();
         let written = registries_conf(
             &"http://127.0.0.1:65001".parse().unwrap(),
-            &"docker.io".parse().unwrap(),
-        );
+            &hosts(&["docker.io", "ghcr.io", "quay.io"]),
+        )
+        .unwrap();
         assert_eq!(example, toml::from_str::<toml::Table>(&written).unwrap());
     }
 
@@ -133,7 +216,7 @@ mod tests {
         std::fs::write(&file, mine).unwrap();
         let mut args = RegistriesConfigArgs {
             node: "http://127.0.0.1:65001".parse().unwrap(),
-            registry: "docker.io".parse().unwrap(),
+            registries: hosts(&["docker.io"]),
             write: Some(file.clone()),
             apply: ApplyFlags::default(),
         };
