@@ -14,6 +14,9 @@
 #   SWARM_DIR   where data, logs and the CLI's session go (default: a new temporary directory,
 #               removed on exit; a directory you name is kept)
 #   ADMIN_PASSWORD  the manager's first administrator's password (default: a random one)
+#
+# Needs bash 4.4 or newer (empty arrays under `set -u`, `wait -n`; macOS's /bin/bash is 3.2:
+# run it with a newer bash), curl, and the ports above free.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,10 +45,31 @@ dir=$(cd "$dir" && pwd)
 mkdir -p "$dir/logs"
 
 pids=()
+# Whether any of the started processes still runs (bash reaps its exited children itself, so
+# `kill -0` fails for them).
+any_running() {
+  local pid
+  for pid in "${pids[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then return 0; fi
+  done
+  return 1
+}
+# TERM to every process, up to 10 s for them to finish, then KILL to what is left.
 stop() {
   trap - EXIT INT TERM
   echo "stopping the swarm…" >&2
+  local pid
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 100); do
+    any_running || break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "process $pid did not stop within 10 s: killing it" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [ "$keep" = 0 ]; then rm -rf "$dir"; else echo "data and logs kept in $dir" >&2; fi
 }
@@ -57,19 +81,38 @@ trap 'exit 143' TERM
 export SHOAL_CONFIG_DIR="$dir/cli"
 shoal() { "$SHOAL_BIN" "$@"; }
 
-# Starts a process in the background with its log in logs/NAME.log.
+# Fails unless every PORT on 127.0.0.1 is free: a process left over from an earlier run would
+# answer in the new one's place.
+need_free_ports() {
+  local port
+  for port in "$@"; do
+    if (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "port $port on 127.0.0.1 is in use (an earlier swarm still running? see BASE_PORT)" >&2
+      exit 1
+    fi
+  done
+}
+
+# Starts a process in the background with its log in logs/NAME.log; its pid is in $last_pid.
 start() {
   local name=$1
   shift
   "$SHOAL_BIN" "$@" >"$dir/logs/$name.log" 2>&1 &
-  pids+=($!)
+  last_pid=$!
+  pids+=("$last_pid")
 }
 
-# Waits until URL answers 200 (or gives up after 30 s, showing the log).
+# wait_ok NAME PID URL: waits until URL answers 200 while PID runs. Fails at once, with the
+# log's tail, if PID exits, and after 30 s if URL never answers.
 wait_ok() {
-  local name=$1 url=$2
+  local name=$1 pid=$2 url=$3
   for _ in $(seq 300); do
-    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$name exited before it came up; its log:" >&2
+      tail -n 30 "$dir/logs/$name.log" >&2
+      exit 1
+    fi
+    if curl -fsS -o /dev/null "$url" 2>/dev/null; then return 0; fi
     sleep 0.1
   done
   echo "$name did not come up ($url); its log:" >&2
@@ -85,9 +128,10 @@ fi
 
 # 1. The manager, SQLite in its data dir, with a known first administrator's password.
 password=${ADMIN_PASSWORD:-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')}
+need_free_ports "$manager_port"
 SHOAL_ADMIN_PASSWORD=$password start manager manager \
   --listen "127.0.0.1:$manager_port" --data-dir "$dir/manager"
-wait_ok manager "$manager_url/healthz"
+wait_ok manager "$last_pid" "$manager_url/healthz"
 printf '%s\n' "$password" | shoal login --manager "$manager_url" --user admin --password-stdin >/dev/null
 
 # 2. A static cluster of the four hosts below; its join token is printed once, on the last line.
@@ -104,6 +148,7 @@ node() {
   local name=$1 i=$2
   shift 2
   local p=$((base + i * 10))
+  need_free_ports $((p + 1)) $((p + 2)) $((p + 3))
   start "$name" node \
     --listen "127.0.0.1:$((p + 1))" \
     --p2p-listen "/ip4/127.0.0.1/tcp/$((p + 2))" \
@@ -112,7 +157,7 @@ node() {
     --swarm-key "$dir/swarm.key" \
     --manager "$manager_url" --token-file "$dir/join.token" --node-name "$name" \
     "${upstream_args[@]}" "$@"
-  wait_ok "$name" "http://127.0.0.1:$((p + 3))/healthz"
+  wait_ok "$name" "$last_pid" "http://127.0.0.1:$((p + 3))/healthz"
 }
 
 # 4. The seed, then three nodes that find the swarm through it.
@@ -125,19 +170,23 @@ done
 # 5. Wait until every node sees the other three, and the manager lists all four.
 for i in 0 1 2 3; do
   status="http://127.0.0.1:$((base + i * 10 + 3))/status"
+  peers=0
   for _ in $(seq 300); do
-    peers=$(curl -fsS "$status" | grep -o '"peers":[0-9]*' | head -n 1 | cut -d: -f2)
+    # `|| true`: under pipefail a failed curl or a grep without a match would end the script.
+    peers=$(curl -fsS "$status" 2>/dev/null | grep -o '"peers":[0-9]*' | head -n 1 | cut -d: -f2) || true
     [ "${peers:-0}" -ge 3 ] && break
     sleep 0.1
   done
   [ "${peers:-0}" -ge 3 ] || { echo "peer $i sees only ${peers:-0} peers" >&2; exit 1; }
 done
+joined=0
 for _ in $(seq 300); do
-  joined=$(shoal node list --cluster local --output json | grep -o '"name": *"[a-z0-9-]*"' | wc -l)
-  [ "$joined" -ge 4 ] && break
+  joined=$(shoal node list --cluster local --output json 2>/dev/null \
+    | grep -o '"name": *"[a-z0-9-]*"' | wc -l) || true
+  [ "${joined:-0}" -ge 4 ] && break
   sleep 0.1
 done
-[ "$joined" -ge 4 ] || { echo "only $joined nodes joined the manager" >&2; exit 1; }
+[ "${joined:-0}" -ge 4 ] || { echo "only ${joined:-0} nodes joined the manager" >&2; exit 1; }
 
 cat <<EOF
 shoal swarm ready: a manager, a seed and three nodes on 127.0.0.1 (data and logs: $dir)
@@ -165,7 +214,7 @@ Watch it:
 Ctrl-C stops everything.
 EOF
 
-# Runs until a signal, or until one of the processes exits.
-wait -n "${pids[@]}" || true
+# Runs until a signal, or until one of the processes exits (they are this shell's only jobs).
+wait -n || true
 echo "a shoal process exited; see $dir/logs" >&2
 exit 1

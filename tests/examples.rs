@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -154,6 +154,9 @@ fn local_swarm_script_runs_a_swarm_that_serves_a_pull_and_stops_it() {
 
     let base = free_port_block();
     let swarm_dir = work.path().join("swarm");
+    // Dropped before `work`: whatever the outcome, no process of the swarm outlives the test
+    // (the script's own stop() does not run when bash is killed).
+    let _swarm_guard = KillSwarmOnDrop(swarm_dir.clone());
     let mut cmd = Command::new("bash");
     cmd.arg(repo().join("examples/local-swarm.sh"))
         .env("SHOAL_BIN", env!("CARGO_BIN_EXE_shoal"))
@@ -228,6 +231,16 @@ fn local_swarm_script_runs_a_swarm_that_serves_a_pull_and_stops_it() {
     );
     let left = processes_mentioning(&swarm_dir);
     assert!(left.is_empty(), "still running: {left:?}");
+}
+
+/// Kills every process whose command line mentions the swarm's directory (the manager, seed
+/// and nodes all name it in `--data-dir`), for a test that fails half-way.
+struct KillSwarmOnDrop(PathBuf);
+
+impl Drop for KillSwarmOnDrop {
+    fn drop(&mut self) {
+        common::process::kill_processes_mentioning(&self.0);
+    }
 }
 
 /// A base port B such that B+1…B+33 and B+80 are free on 127.0.0.1 (the script's ports).
