@@ -5,7 +5,8 @@
 //! `debootstrap` and `docker import`: the final stage's base is a minbase Debian, and the
 //! builder is a minbase Debian with a C toolchain plus this machine's Rust toolchain and the
 //! crates already downloaded here (offline). Only build arguments differ from a plain
-//! `docker build`.
+//! `docker build`. debootstrap fetches from deb.debian.org unless `DEBIAN_MIRROR` names another
+//! mirror.
 //!
 //! A cold build took 9 to 15 minutes here (2 cores shared with other builds), nearly all of it
 //! compiling the dependencies in release mode; shoal itself takes 2 to 3. So what does not
@@ -34,7 +35,9 @@ const MIB: usize = 1024 * 1024;
 /// The Debian release both images are made from (the final stage's glibc must be at least the
 /// one the binary was linked against, i.e. the builder's).
 const SUITE: &str = "bookworm";
-const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
+/// Where debootstrap fetches Debian from, unless the `DEBIAN_MIRROR` environment variable names
+/// another one (a local mirror or proxy).
+const DEFAULT_DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
 /// The builder stage's packages on top of minbase: a C compiler and headers for ring and
 /// SQLite, and the CA bundle the Dockerfile copies into the final image.
 const BUILDER_PACKAGES: &[&str] = &["gcc", "libc6-dev", "ca-certificates", "pkg-config"];
@@ -176,6 +179,9 @@ fn the_image_builds_with_debian_docker_and_runs_as_a_node_that_serves_pulls() {
     // Run it as a node on the host's network, with a read-only root filesystem: only the data
     // volume (owned by the image's user) is writable.
     let container = format!("shoal-test-node-{tag}");
+    // Listed before it exists: a `docker run` that fails after creating it (or a panic before
+    // the next line) still leaves nothing behind; removing a missing container is harmless.
+    made.containers.push(container.clone());
     let upstream = format!("docker.io={}", registry.url());
     let run = docker.docker(&[
         "run",
@@ -199,7 +205,6 @@ fn the_image_builds_with_debian_docker_and_runs_as_a_node_that_serves_pulls() {
         &upstream,
     ]);
     check_output("docker run", &run);
-    made.containers.push(container.clone());
     let healthy = common::wait_until(Duration::from_secs(30), || {
         common::http_status(&format!("{admin}/healthz")) == Some(200)
     });
@@ -402,7 +407,8 @@ fn cached_dir(cache: &Path, name: &str, key: &str) -> PathBuf {
 /// A `debootstrap --variant=minbase SUITE` tree with `packages` included, made once and kept
 /// as `cache/rootfs-NAME-KEY` (KEY: a hash of what it is made from); returns it and KEY.
 fn debootstrap_cached(cache: &Path, name: &str, packages: &[&str]) -> (PathBuf, String) {
-    let recipe = format!("1 {SUITE} minbase {DEBIAN_MIRROR} {}", packages.join(","));
+    let mirror = debian_mirror();
+    let recipe = format!("1 {SUITE} minbase {mirror} {}", packages.join(","));
     let key = key(&[recipe.as_bytes()]);
     let dir = cache.join(format!("rootfs-{name}-{key}"));
     if dir.join("etc/debian_version").is_file() {
@@ -418,12 +424,7 @@ fn debootstrap_cached(cache: &Path, name: &str, packages: &[&str]) -> (PathBuf, 
         cmd.arg(format!("--include={}", packages.join(",")));
     }
     let started = Instant::now();
-    let output = cmd
-        .arg(SUITE)
-        .arg(&partial)
-        .arg(DEBIAN_MIRROR)
-        .output()
-        .unwrap();
+    let output = cmd.arg(SUITE).arg(&partial).arg(&mirror).output().unwrap();
     if !output.status.success() {
         let _ = std::fs::remove_dir_all(&partial);
     }
@@ -431,6 +432,15 @@ fn debootstrap_cached(cache: &Path, name: &str, packages: &[&str]) -> (PathBuf, 
     std::fs::rename(&partial, &dir).unwrap();
     eprintln!("debootstrap {name}: {:.0?}", started.elapsed());
     (dir, key)
+}
+
+/// `DEBIAN_MIRROR` from the environment, else [`DEFAULT_DEBIAN_MIRROR`]. It is part of the
+/// trees' cache key: the trees' apt sources name it.
+fn debian_mirror() -> String {
+    std::env::var("DEBIAN_MIRROR")
+        .ok()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| DEFAULT_DEBIAN_MIRROR.to_owned())
 }
 
 /// The crate's target directory (`CARGO_TARGET_DIR`, else `target/` beside Cargo.toml).
