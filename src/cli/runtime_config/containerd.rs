@@ -56,7 +56,8 @@ pub fn hosts_toml(node: &NodeUrl, registry: Option<&RegistryHost>) -> String {
     out
 }
 
-/// Every file `shoal containerd-config` produces: (directory name, content).
+/// Every file `shoal containerd-config` produces: (directory name, content), one per registry
+/// however often it is named.
 ///
 /// # Errors
 /// When a registry name is invalid.
@@ -68,7 +69,10 @@ pub fn containerd_files(
         let host: RegistryHost = r
             .parse()
             .map_err(|e| RuntimeConfigError::Invalid(format!("--registry: {e}")))?;
-        files.push((host.to_string(), hosts_toml(&args.node, Some(&host))));
+        let name = host.to_string();
+        if files.iter().all(|(have, _)| *have != name) {
+            files.push((name, hosts_toml(&args.node, Some(&host))));
+        }
     }
     Ok(files)
 }
@@ -87,7 +91,7 @@ fn recorded_files(dir: &Path) -> Result<Vec<PathBuf>, RuntimeConfigError> {
             .map_err(|e| RuntimeConfigError::io(dir, e))?
             .path()
             .join("hosts.toml");
-        if managed::backup_path(&file).exists() || managed::created_path(&file).exists() {
+        if managed::has_record(&file)? {
             files.push(file);
         }
     }
@@ -157,6 +161,13 @@ mod tests {
             ..args
         };
         assert!(containerd_files(&bad).is_err());
+    }
+
+    #[test]
+    fn a_registry_named_twice_is_one_file() {
+        let files = containerd_files(&args(&["ghcr.io", "docker.io", "ghcr.io"], None)).unwrap();
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["_default", "ghcr.io", "docker.io"]);
     }
 
     #[test]

@@ -3,16 +3,23 @@
 //! Every change is planned first ([`plan_write`], [`plan_restore`]), so `--dry-run` prints the
 //! very plan `--write` would carry out. Before shoal first replaces a file it keeps a record
 //! beside it that the runtime does not read: `NAME.shoal-backup` holds the original bytes (with
-//! the original mode and owner), or `NAME.shoal-created` says there was no file (and whether
-//! shoal also made its directory). A record, once there, is never replaced, so running `--write`
-//! again (or with another node URL) keeps the original. `--restore` puts the backup back, or
-//! removes what shoal created, and then the record. Every write goes through a temporary file,
-//! `fsync` and a rename, so a crash leaves the old or the new file, never half of one.
+//! the original mode and owner), or `NAME.shoal-created` says there was no file (and how many of
+//! the directories above it shoal made). A record, once there, is never replaced, so running
+//! `--write` again (or with another node URL) keeps the original. `--restore` puts the backup
+//! back, or removes what shoal created, and then the record. Every write goes through a new
+//! temporary file of a unique name, `fsync` and a rename, so a crash leaves the old or the new
+//! file, never half of one.
+//!
+//! Shoal follows no symlink here: a configuration file that is one is refused (replacing it
+//! would cut the link), and so is a record that is not a regular file (shoal would otherwise
+//! trust, or restore, bytes from elsewhere).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
 
 use super::RuntimeConfigError;
 
@@ -26,16 +33,22 @@ pub const BACKUP_SUFFIX: &str = ".shoal-backup";
 /// Suffix of the note that there was no file before shoal.
 pub const CREATED_SUFFIX: &str = ".shoal-created";
 
+/// Suffix of the temporary files of [`write_atomic`].
+const TEMP_SUFFIX: &str = ".shoal-tmp";
+
 /// Mode of files shoal creates.
 const NEW_FILE_MODE: u32 = 0o644;
+
+/// The line of a `.shoal-created` note that says how many directories shoal made.
+const DIRS_KEY: &str = "directories: ";
 
 /// What there was before shoal's first write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Record {
     /// The original bytes, kept in `NAME.shoal-backup`.
     Backup,
-    /// No file; `dir`: nor its directory.
-    Created { dir: bool },
+    /// No file, nor the `dirs` directories right above it (1: its own directory).
+    Created { dirs: usize },
 }
 
 /// What a change does.
@@ -54,6 +67,8 @@ pub struct Change {
     old: Option<Vec<u8>>,
     new: Option<Vec<u8>>,
     step: Step,
+    /// The backup's mode and owner, which a restored file gets back.
+    like: Option<fs::Metadata>,
 }
 
 impl Change {
@@ -68,16 +83,92 @@ impl Change {
     }
 }
 
+/// Whether the file is a configuration file (a symlink names its target) or shoal's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Config,
+    Record,
+}
+
+/// Why `path`, which is there but is not a regular file, is refused.
+fn refuse(path: &Path, meta: &fs::Metadata, role: Role) -> RuntimeConfigError {
+    let reason = if !meta.file_type().is_symlink() {
+        "not a regular file".to_owned()
+    } else if role == Role::Record {
+        "a symlink, not a record shoal wrote; remove it (or put the original there as a \
+         regular file) and try again"
+            .to_owned()
+    } else {
+        // Replacing the link by a file would cut it; the target is the file to change.
+        let target = fs::canonicalize(path)
+            .or_else(|_| {
+                let link = fs::read_link(path)?;
+                Ok::<_, io::Error>(path.parent().unwrap_or(Path::new("")).join(link))
+            })
+            .map_or_else(|_| "?".to_owned(), |t| t.display().to_string());
+        format!("a symlink to {target}; pass {target} instead (shoal does not replace a link)")
+    };
+    RuntimeConfigError::Refused {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+/// The regular file at `path` opened for reading with its metadata, `None` when there is no
+/// file. Symlinks are not followed: [`refuse`] says why.
+fn open_regular(
+    path: &Path,
+    role: Role,
+) -> Result<Option<(File, fs::Metadata)>, RuntimeConfigError> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // The record's directory is a file, so it holds no record.
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory && role == Role::Record => {
+            return Ok(None);
+        }
+        Err(e) => return Err(RuntimeConfigError::io(path, e)),
+    };
+    if !meta.is_file() {
+        return Err(refuse(path, &meta, role));
+    }
+    // O_NOFOLLOW: a symlink put there since the look above is an error, not followed;
+    // O_NONBLOCK: nor does a FIFO put there block the open.
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = File::from(
+        rustix::fs::open(path, flags, Mode::empty())
+            .map_err(|e| RuntimeConfigError::io(path, e.into()))?,
+    );
+    let meta = file
+        .metadata()
+        .map_err(|e| RuntimeConfigError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(refuse(path, &meta, role));
+    }
+    Ok(Some((file, meta)))
+}
+
+/// The bytes and metadata of the regular file at `path` (see [`open_regular`]).
+fn read_regular(
+    path: &Path,
+    role: Role,
+) -> Result<Option<(Vec<u8>, fs::Metadata)>, RuntimeConfigError> {
+    let Some((mut file, meta)) = open_regular(path, role)? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| RuntimeConfigError::io(path, e))?;
+    Ok(Some((bytes, meta)))
+}
+
 /// The current content of `path`, `None` when there is no file.
 ///
 /// # Errors
-/// When the file exists but cannot be read.
+/// When the file exists but cannot be read, or is not a regular file: a symlink is refused
+/// with its target named (shoal would replace the link by a file).
 pub fn read_current(path: &Path) -> Result<Option<Vec<u8>>, RuntimeConfigError> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(RuntimeConfigError::io(path, e)),
-    }
+    Ok(read_regular(path, Role::Config)?.map(|(bytes, _)| bytes))
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -96,35 +187,55 @@ pub fn created_path(path: &Path) -> PathBuf {
     with_suffix(path, CREATED_SUFFIX)
 }
 
-fn exists(path: &Path) -> Result<bool, RuntimeConfigError> {
-    path.try_exists()
-        .map_err(|e| RuntimeConfigError::io(path, e))
+/// Whether the record at `path` is there; `Err` when something else than a regular file is.
+fn record_exists(path: &Path) -> Result<bool, RuntimeConfigError> {
+    Ok(open_regular(path, Role::Record)?.is_some())
+}
+
+/// Whether shoal keeps a record of what `path` was before its first write.
+///
+/// # Errors
+/// When a record cannot be looked at, or is there but is not a regular file (a symlink is not
+/// trusted).
+pub fn has_record(path: &Path) -> Result<bool, RuntimeConfigError> {
+    Ok(record_exists(&backup_path(path))? || record_exists(&created_path(path))?)
+}
+
+/// The directories above `path` that are missing, lowest first.
+fn missing_dirs(path: &Path) -> Result<Vec<PathBuf>, RuntimeConfigError> {
+    let mut missing = Vec::new();
+    for dir in path.ancestors().skip(1) {
+        if dir.as_os_str().is_empty() {
+            break;
+        }
+        match fs::symlink_metadata(dir) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(dir.to_owned()),
+            Err(e) => return Err(RuntimeConfigError::io(dir, e)),
+        }
+    }
+    Ok(missing)
 }
 
 /// Plans writing `new` to `path`, whose content is now `old` (from [`read_current`]); `None`
 /// when there is nothing to do.
 ///
 /// # Errors
-/// When the records beside `path` cannot be looked at.
+/// When the records beside `path` cannot be looked at, or are not regular files.
 pub fn plan_write(
     path: &Path,
     old: Option<Vec<u8>>,
     new: Vec<u8>,
 ) -> Result<Option<Change>, RuntimeConfigError> {
-    let recorded = exists(&backup_path(path))? || exists(&created_path(path))?;
     let record = match &old {
-        _ if recorded => None,
-        None => {
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => !exists(p)?,
-                _ => false,
-            };
-            Some(Record::Created { dir })
-        }
-        Some(bytes) if bytes.starts_with(HEADER.as_bytes()) => Some(Record::Created { dir: false }),
+        _ if has_record(path)? => None,
+        None => Some(Record::Created {
+            dirs: missing_dirs(path)?.len(),
+        }),
+        Some(bytes) if bytes.starts_with(HEADER.as_bytes()) => Some(Record::Created { dirs: 0 }),
         Some(_) => Some(Record::Backup),
     };
-    if old.as_deref() == Some(new.as_slice()) && record != Some(Record::Created { dir: false }) {
+    if old.as_deref() == Some(new.as_slice()) && record != Some(Record::Created { dirs: 0 }) {
         return Ok(None);
     }
     Ok(Some(Change {
@@ -132,24 +243,51 @@ pub fn plan_write(
         old,
         new: Some(new),
         step: Step::Write { record },
+        like: None,
     }))
+}
+
+/// The text of a `.shoal-created` note for `path`, `dirs` directories made above it.
+fn created_note(path: &Path, dirs: usize) -> String {
+    match path.ancestors().nth(dirs).filter(|_| dirs > 0) {
+        None => "shoal created this file: --restore removes it\n".to_owned(),
+        Some(top) => format!(
+            "shoal created this file and the directories above it up to {}: --restore removes \
+             the file, and each of them that is empty\n{DIRS_KEY}{dirs}\n",
+            top.display()
+        ),
+    }
+}
+
+/// How many directories a `.shoal-created` note at `note_path` says shoal made.
+fn note_dirs(note_path: &Path, note: &[u8]) -> Result<usize, RuntimeConfigError> {
+    let text = String::from_utf8_lossy(note);
+    match text.lines().find_map(|l| l.strip_prefix(DIRS_KEY)) {
+        Some(n) => n.trim().parse().map_err(|_| RuntimeConfigError::Malformed {
+            path: note_path.to_owned(),
+            reason: format!("`{DIRS_KEY}{n}` is not a count of directories"),
+        }),
+        // An older shoal's note: "... this file and its directory ...".
+        None => Ok(usize::from(text.contains("directory"))),
+    }
 }
 
 /// Plans bringing back what each of `paths` was before shoal's first write; files without a
 /// record are left alone.
 ///
 /// # Errors
-/// When a record or a file cannot be read.
+/// When a record or a file cannot be read, or is not a regular file.
 pub fn plan_restore(paths: &[PathBuf]) -> Result<Vec<Change>, RuntimeConfigError> {
     let mut changes = Vec::new();
     for path in paths {
         let backup = backup_path(path);
         let created = created_path(path);
-        let (new, record) = if let Some(bytes) = read_current(&backup)? {
-            (Some(bytes), Record::Backup)
-        } else if let Some(note) = read_current(&created)? {
-            let dir = String::from_utf8_lossy(&note).contains("directory");
-            (None, Record::Created { dir })
+        let (new, record, like) = if let Some((bytes, meta)) = read_regular(&backup, Role::Record)?
+        {
+            (Some(bytes), Record::Backup, Some(meta))
+        } else if let Some((note, _)) = read_regular(&created, Role::Record)? {
+            let dirs = note_dirs(&created, &note)?;
+            (None, Record::Created { dirs }, None)
         } else {
             continue;
         };
@@ -158,6 +296,7 @@ pub fn plan_restore(paths: &[PathBuf]) -> Result<Vec<Change>, RuntimeConfigError
             old: read_current(path)?,
             new,
             step: Step::Restore { record },
+            like,
         });
     }
     Ok(changes)
@@ -189,12 +328,57 @@ pub fn diff(changes: &[Change]) -> String {
     out
 }
 
-/// Carries out `changes`, returning one line per file for the operator.
+/// What `--dry-run` prints: the [`diff`], then a line for each change that only adds or drops
+/// a record (it has no diff, but is not nothing).
+pub fn preview(changes: &[Change]) -> String {
+    let mut out = diff(changes);
+    for c in changes.iter().filter(|c| !c.changes_content()) {
+        let shown = c.path.display();
+        let line = match &c.step {
+            Step::Write { .. } => format!("would record {shown} as shoal's own\n"),
+            Step::Restore {
+                record: Record::Backup,
+            } => format!(
+                "would remove {} ({shown} is as it was already)\n",
+                backup_path(&c.path).display()
+            ),
+            Step::Restore { .. } => format!(
+                "would remove {} ({shown} is gone already)\n",
+                created_path(&c.path).display()
+            ),
+        };
+        out.push_str(&line);
+    }
+    out
+}
+
+/// Carries out `changes`, printing one line to `out` as each file is done.
 ///
 /// # Errors
-/// On the first I/O failure; the files changed before it stay changed (each one whole).
-pub fn apply(changes: &[Change]) -> Result<Vec<String>, RuntimeConfigError> {
-    changes.iter().map(apply_one).collect()
+/// On the first failure; the files changed before it stay changed (each one whole), and when
+/// there were several the error says how many and what to run next.
+pub fn apply(changes: &[Change], out: &mut dyn io::Write) -> Result<(), RuntimeConfigError> {
+    for (done, c) in changes.iter().enumerate() {
+        let result = apply_one(c).and_then(|line| Ok(writeln!(out, "{line}")?));
+        if let Err(e) = result {
+            if changes.len() == 1 {
+                return Err(e);
+            }
+            let restore = matches!(c.step, Step::Restore { .. });
+            return Err(RuntimeConfigError::Partial {
+                done,
+                total: changes.len(),
+                what: if restore { "restored" } else { "changed" },
+                next: if restore {
+                    "run --write --restore again to finish"
+                } else {
+                    "run --write again to finish or --write --restore to undo"
+                },
+                source: Box::new(e),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn apply_one(c: &Change) -> Result<String, RuntimeConfigError> {
@@ -202,21 +386,18 @@ fn apply_one(c: &Change) -> Result<String, RuntimeConfigError> {
     let shown = path.display();
     match (&c.step, &c.new) {
         (Step::Write { record }, Some(new)) => {
-            let meta = fs::metadata(path).ok();
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                fs::create_dir_all(parent).map_err(|e| RuntimeConfigError::io(parent, e))?;
-            }
+            // The file was found a regular file (or missing) when planned; `like` is its mode.
+            let meta = fs::symlink_metadata(path)
+                .ok()
+                .filter(fs::Metadata::is_file);
+            create_dirs(path)?;
             match record {
                 Some(Record::Backup) => {
                     let old = c.old.as_deref().unwrap_or_default();
                     write_atomic(&backup_path(path), old, meta.as_ref())?;
                 }
-                Some(Record::Created { dir }) => {
-                    let note = if *dir {
-                        "shoal created this file and its directory: --restore removes both\n"
-                    } else {
-                        "shoal created this file: --restore removes it\n"
-                    };
+                Some(Record::Created { dirs }) => {
+                    let note = created_note(path, *dirs);
                     write_atomic(&created_path(path), note.as_bytes(), None)?;
                 }
                 None => {}
@@ -239,28 +420,52 @@ fn apply_one(c: &Change) -> Result<String, RuntimeConfigError> {
             },
             Some(original),
         ) => {
-            let backup = backup_path(path);
-            let meta = fs::metadata(&backup).map_err(|e| RuntimeConfigError::io(&backup, e))?;
             if c.changes_content() {
-                write_atomic(path, original, Some(&meta))?;
+                write_atomic(path, original, c.like.as_ref())?;
             }
-            remove(&backup)?;
+            remove(&backup_path(path))?;
             Ok(format!("restored {shown}"))
         }
         (Step::Restore { record }, _) => {
             remove(path)?;
             remove(&created_path(path))?;
-            if let (Record::Created { dir: true }, Some(parent)) = (record, path.parent()) {
-                // Only when empty: anything else in it is not shoal's.
-                if fs::read_dir(parent).is_ok_and(|mut d| d.next().is_none()) {
-                    fs::remove_dir(parent).map_err(|e| RuntimeConfigError::io(parent, e))?;
-                    sync_dir(parent.parent().unwrap_or(Path::new("/")))?;
-                }
+            if let Record::Created { dirs } = record {
+                remove_empty_dirs(path, *dirs)?;
             }
             Ok(format!("removed {shown}"))
         }
         (Step::Write { .. }, None) => unreachable!("a write always has content"),
     }
+}
+
+/// Makes the missing directories above `path`, each made durable in its parent.
+fn create_dirs(path: &Path) -> Result<(), RuntimeConfigError> {
+    let missing = missing_dirs(path)?;
+    let Some(lowest) = missing.first() else {
+        return Ok(());
+    };
+    fs::create_dir_all(lowest).map_err(|e| RuntimeConfigError::io(lowest, e))?;
+    for dir in missing.iter().rev() {
+        sync_dir(dir.parent().unwrap_or(Path::new("/")))?;
+    }
+    Ok(())
+}
+
+/// Removes the `dirs` directories right above `path` that shoal made, lowest first, up to the
+/// first that is not empty: anything in it is not shoal's.
+fn remove_empty_dirs(path: &Path, dirs: usize) -> Result<(), RuntimeConfigError> {
+    for dir in path.ancestors().skip(1).take(dirs) {
+        if dir.as_os_str().is_empty() {
+            break;
+        }
+        match fs::remove_dir(dir) {
+            Ok(()) => sync_dir(dir.parent().unwrap_or(Path::new("/")))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => break,
+            Err(e) => return Err(RuntimeConfigError::io(dir, e)),
+        }
+    }
+    Ok(())
 }
 
 fn remove(path: &Path) -> Result<(), RuntimeConfigError> {
@@ -282,8 +487,35 @@ fn sync_dir(dir: &Path) -> Result<(), RuntimeConfigError> {
         .map_err(|e| RuntimeConfigError::io(dir, e))
 }
 
-/// Writes `bytes` to `path` through `.NAME.shoal-tmp` in the same directory, `fsync` and a
-/// rename, with the mode and owner of `like` (else 0644).
+/// A new, empty `.NAME.RANDOM.shoal-tmp` in `dir` with `mode`. Created exclusively
+/// (`O_EXCL`): a symlink planted at the name is not followed, and no other writer's file is
+/// opened.
+fn create_temp(dir: &Path, name: &str, mode: u32) -> io::Result<(PathBuf, File)> {
+    for _ in 0..16 {
+        let tmp = dir.join(format!(
+            ".{name}.{:016x}{TEMP_SUFFIX}",
+            rand::random::<u64>()
+        ));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free temporary file name",
+    ))
+}
+
+/// Writes `bytes` to `path` through a new temporary file in the same directory (see
+/// [`create_temp`]), `fsync` and a rename, with the mode and owner of `like` (else 0644); the
+/// directory is synced after.
 ///
 /// # Errors
 /// On I/O failure; the temporary file is removed.
@@ -294,15 +526,10 @@ pub fn write_atomic(
 ) -> Result<(), RuntimeConfigError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.shoal-tmp"));
     let mode = like.map_or(NEW_FILE_MODE, |m| m.permissions().mode() & 0o7777);
+    let (tmp, mut f) =
+        create_temp(dir, &name, mode).map_err(|e| RuntimeConfigError::io(path, e))?;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
         f.write_all(bytes)?;
         // The umask may have narrowed the mode at creation.
         f.set_permissions(fs::Permissions::from_mode(mode))?;
@@ -321,130 +548,4 @@ pub fn write_atomic(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every file under `dir` with its bytes, sorted.
-    fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(dir).unwrap().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                out.push((p.clone(), Vec::new()));
-                out.extend(snapshot(&p));
-            } else {
-                out.push((p.clone(), fs::read(&p).unwrap()));
-            }
-        }
-        out.sort();
-        out
-    }
-
-    fn write(path: &Path, new: &str) -> Vec<Change> {
-        let old = read_current(path).unwrap();
-        let changes: Vec<Change> = plan_write(path, old, new.as_bytes().to_vec())
-            .unwrap()
-            .into_iter()
-            .collect();
-        apply(&changes).unwrap();
-        changes
-    }
-
-    fn restore(paths: &[PathBuf]) {
-        apply(&plan_restore(paths).unwrap()).unwrap();
-    }
-
-    #[test]
-    fn backup_once_and_restore_byte_for_byte() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("hosts.toml");
-        let original = b"server = \"https://mine\"\n\xff not utf-8\n".to_vec();
-        fs::write(&file, &original).unwrap();
-        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
-        let before = snapshot(dir.path());
-
-        write(&file, &format!("{HEADER}: one\n"));
-        assert_eq!(fs::read(backup_path(&file)).unwrap(), original);
-        assert_eq!(
-            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        // Again, and with other content: the backup still holds the original.
-        assert!(write(&file, &format!("{HEADER}: one\n")).is_empty());
-        write(&file, &format!("{HEADER}: two\n"));
-        assert_eq!(fs::read(backup_path(&file)).unwrap(), original);
-        assert_eq!(
-            fs::read_to_string(&file).unwrap(),
-            format!("{HEADER}: two\n")
-        );
-
-        restore(std::slice::from_ref(&file));
-        assert_eq!(snapshot(dir.path()), before);
-        assert_eq!(
-            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        // Nothing left to restore.
-        assert!(plan_restore(&[file]).unwrap().is_empty());
-    }
-
-    #[test]
-    fn created_files_and_directories_are_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("new.d/shoal.conf");
-        let changes = write(&file, "x\n");
-        assert!(diff(&changes).starts_with("--- /dev/null\n"));
-        assert!(created_path(&file).exists());
-        write(&file, "y\n");
-
-        let plan = plan_restore(std::slice::from_ref(&file)).unwrap();
-        let shown = diff(&plan);
-        assert!(shown.contains("+++ /dev/null"), "{shown}");
-        assert!(shown.contains("-y"), "{shown}");
-        apply(&plan).unwrap();
-        assert!(snapshot(dir.path()).is_empty());
-
-        // A directory that holds something else stays.
-        let other = dir.path().join("keep.d");
-        fs::create_dir(&other).unwrap();
-        let file = other.join("shoal.conf");
-        write(&file, "x\n");
-        fs::write(other.join("mine.conf"), "m").unwrap();
-        restore(std::slice::from_ref(&file));
-        assert_eq!(snapshot(&other), [(other.join("mine.conf"), b"m".to_vec())]);
-    }
-
-    #[test]
-    fn a_file_from_an_older_shoal_is_recorded_as_created() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("hosts.toml");
-        let ours = format!("{HEADER}: same\n");
-        fs::write(&file, &ours).unwrap();
-        // Same content: only the record is added.
-        let changes = write(&file, &ours);
-        assert_eq!(changes.len(), 1);
-        assert!(diff(&changes).is_empty());
-        assert!(write(&file, &ours).is_empty());
-        restore(std::slice::from_ref(&file));
-        assert!(!file.exists());
-    }
-
-    #[test]
-    fn a_plan_changes_nothing_until_applied() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("daemon.json");
-        fs::write(&file, "{}").unwrap();
-        let before = snapshot(dir.path());
-        let plan = plan_write(
-            &file,
-            read_current(&file).unwrap(),
-            b"{\"a\": 1}\n".to_vec(),
-        )
-        .unwrap()
-        .unwrap();
-        let shown = diff(std::slice::from_ref(&plan));
-        assert!(shown.contains("-{}"), "{shown}");
-        assert!(shown.contains("+{\"a\": 1}"), "{shown}");
-        assert_eq!(snapshot(dir.path()), before);
-    }
-}
+mod tests;

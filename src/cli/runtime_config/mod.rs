@@ -28,7 +28,7 @@ use managed::Change;
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeConfigError {
     /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -42,6 +42,29 @@ pub enum RuntimeConfigError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// A file shoal would change, or its record beside it, is not a regular file (a symlink, a
+    /// directory): shoal neither follows nor replaces it.
+    #[error("{}: {reason}; nothing was changed", path.display())]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead, and what to do.
+        reason: String,
+    },
+    /// A change of several files failed after `done` of them were changed (each one whole).
+    #[error("{done} of {total} files {what}; {next}")]
+    Partial {
+        /// How many files were changed.
+        done: usize,
+        /// How many there were to change.
+        total: usize,
+        /// "changed" or "restored".
+        what: &'static str,
+        /// What the operator can run next.
+        next: &'static str,
+        /// The failure.
+        source: Box<RuntimeConfigError>,
     },
     /// A flag's value is not usable.
     #[error("{0}")]
@@ -116,8 +139,8 @@ impl std::fmt::Display for NodeUrl {
 /// `--dry-run` and `--restore`, common to the three commands (both need `--write`).
 #[derive(Debug, Clone, Copy, Default, Args)]
 pub struct ApplyFlags {
-    /// With --write (or --restore): print a unified diff of what would change, and change
-    /// nothing.
+    /// With --write, alone or with --restore: print a unified diff of what would change, and
+    /// change nothing.
     #[arg(long, requires = "write")]
     pub dry_run: bool,
     /// With --write: bring back, byte for byte, what was there before shoal's first --write
@@ -136,11 +159,9 @@ fn carry_out(
     if changes.is_empty() {
         writeln!(io::stderr(), "nothing to {what}")?;
     } else if flags.dry_run {
-        out.write_all(managed::diff(changes).as_bytes())?;
+        out.write_all(managed::preview(changes).as_bytes())?;
     } else {
-        for line in managed::apply(changes)? {
-            writeln!(out, "{line}")?;
-        }
+        managed::apply(changes, out)?;
     }
     Ok(())
 }
