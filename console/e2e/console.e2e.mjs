@@ -75,6 +75,20 @@ async function signIn(name, password) {
   await page.getByRole('button', { name: 'Sign out' }).waitFor();
 }
 
+/** An API call from the page, with the signed-in user's session: { status, body }. */
+async function apiAsUser(method, path, body) {
+  return page.evaluate(
+    async ([method, path, body]) => {
+      const s = JSON.parse(sessionStorage.getItem('shoal.session'));
+      const headers = { authorization: `Bearer ${s.token}` };
+      if (body !== undefined) headers['content-type'] = 'application/json';
+      const r = await fetch(`/api/v1${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      return { status: r.status, body: await r.json() };
+    },
+    [method, path, body],
+  );
+}
+
 async function go(path) {
   await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: path, exact: true }).click();
 }
@@ -105,11 +119,7 @@ try {
   await secret.waitFor();
   const token = (await secret.textContent()).trim();
   await screenshot(page, 'clusters-join-token');
-  const cluster = await page.evaluate(async () => {
-    const s = JSON.parse(sessionStorage.getItem('shoal.session'));
-    const r = await fetch('/api/v1/clusters', { headers: { authorization: `Bearer ${s.token}` } });
-    return (await r.json()).find((c) => c.name === 'edge');
-  });
+  const cluster = (await apiAsUser('GET', '/clusters')).body.find((c) => c.name === 'edge');
   await tell(`CLUSTER ${cluster.id}`);
   await tell(`JOIN_TOKEN ${token}`, 'NODES_STARTED');
   await joinDialog.getByRole('button', { name: 'Done' }).click();
@@ -280,25 +290,13 @@ try {
   await noControls('/roles', 'Roles', ['New role', 'Edit', 'Delete']);
   await noControls('/clusters', 'Clusters', ['New cluster']);
   await noControls(`/clusters/${cluster.id}`, null, ['Edit', 'Rotate join token', 'Discover now', 'Delete']);
-  const nodeId = await page.evaluate(async () => {
-    const s = JSON.parse(sessionStorage.getItem('shoal.session'));
-    const r = await fetch('/api/v1/nodes', { headers: { authorization: `Bearer ${s.token}` } });
-    return (await r.json())[0].id;
-  });
+  const nodeId = (await apiAsUser('GET', '/nodes')).body[0].id;
   await noControls(`/nodes/${nodeId}`, null, ['Remove']);
   // Tasks they may change: stop, copy and delete are there.
   await page.goto(`${url}/tasks/${taskId}`);
   await page.getByRole('button', { name: 'Copy' }).waitFor();
   // And the API refuses them as well.
-  const refused = await page.evaluate(async () => {
-    const s = JSON.parse(sessionStorage.getItem('shoal.session'));
-    const r = await fetch('/api/v1/users', {
-      method: 'POST',
-      headers: { authorization: `Bearer ${s.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ name: 'eve', password: 'longenough1' }),
-    });
-    return { status: r.status, body: await r.json() };
-  });
+  const refused = await apiAsUser('POST', '/users', { name: 'eve', password: 'longenough1' });
   assert.equal(refused.status, 403);
   assert.equal(refused.body.code, 'DENIED');
 

@@ -12,6 +12,11 @@ export class ApiError extends Error {
   }
 }
 
+/** Any thrown value as an ApiError (what the pages show). */
+export function asApiError(e: unknown): ApiError {
+  return e instanceof ApiError ? e : new ApiError(0, 'ERROR', String(e));
+}
+
 export type Permission =
   | 'system'
   | 'users:read'

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
-import { ApiError } from './api';
+import { ApiError, asApiError } from './api';
 
 export interface Loaded<T> {
   data: T | undefined;
@@ -36,7 +36,7 @@ export function useLoad<T>(f: () => Promise<T>, deps: unknown[], everyMs?: numbe
         },
         (e: unknown) => {
           if (g !== gen.current) return;
-          setError(e instanceof ApiError ? e : new ApiError(0, 'ERROR', String(e)));
+          setError(asApiError(e));
         },
       )
       .finally(() => {
@@ -74,7 +74,7 @@ export function useAction() {
     try {
       return await f();
     } catch (e) {
-      setError(e instanceof ApiError ? e : new ApiError(0, 'ERROR', String(e)));
+      setError(asApiError(e));
       return undefined;
     } finally {
       setBusy(false);

@@ -160,3 +160,24 @@ export function Facts(props: { items: [string, ComponentChildren][] }) {
     </dl>
   );
 }
+
+/** A dialog form's end: its error, the submit button and Cancel. */
+export function FormEnd(props: {
+  error: ApiError | undefined;
+  submit: ComponentChildren;
+  busy: boolean;
+  disabled?: boolean;
+  onCancel: () => void;
+}) {
+  return (
+    <>
+      <ErrorNote error={props.error} />
+      <div class="actions dialog-actions">
+        <Button type="submit" kind="primary" busy={props.busy} disabled={props.disabled}>
+          {props.submit}
+        </Button>
+        <Button onClick={props.onCancel}>Cancel</Button>
+      </div>
+    </>
+  );
+}

@@ -7,7 +7,7 @@ import { can, canEverywhere, canOn, del, get, post, put, query, type Me } from '
 import { Confirm } from '../components/confirm';
 import { tenantName, useClusters, useTenants, type Tenant } from '../components/lookups';
 import { joinCommand, Secret } from '../components/secret';
-import { Badge, Button, Dialog, ErrorNote, Facts, Field, Loading, Page, Table } from '../components/ui';
+import { Badge, Button, Dialog, ErrorNote, Facts, Field, FormEnd, Loading, Page, Table } from '../components/ui';
 import { ago, time } from '../format';
 import { useAction, useLoad } from '../hooks';
 import { Link, navigate } from '../router';
@@ -309,13 +309,7 @@ function ClusterForm(props: { me: Me; tenants: Tenant[]; cluster?: Cluster; onCa
           </Field>
         </>
       )}
-      <ErrorNote error={act.error} />
-      <div class="actions dialog-actions">
-        <Button type="submit" kind="primary" busy={act.busy}>
-          {cluster ? 'Save cluster' : 'Create cluster'}
-        </Button>
-        <Button onClick={props.onCancel}>Cancel</Button>
-      </div>
+      <FormEnd error={act.error} submit={cluster ? 'Save cluster' : 'Create cluster'} busy={act.busy} onCancel={props.onCancel} />
     </form>
   );
 }

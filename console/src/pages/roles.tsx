@@ -4,7 +4,7 @@ import { can, del, get, post, put, type Me, type Permission } from '../api';
 import { Confirm } from '../components/confirm';
 import { tenantName, useTenants, type Role } from '../components/lookups';
 import { mayPutInRole, PermissionChecks } from '../components/permissions';
-import { Button, Dialog, ErrorNote, Field, Loading, Page, Table } from '../components/ui';
+import { Button, Dialog, ErrorNote, Field, FormEnd, Loading, Page, Table } from '../components/ui';
 import { useAction, useLoad } from '../hooks';
 
 /** The role dialog: view (built-in, or without roles:write), create or edit. */
@@ -177,13 +177,13 @@ function RoleForm(props: { me: Me; editing: Editing; all: Permission[]; onDone: 
             : 'A role can carry only permissions you hold yourself.'
         }
       />
-      <ErrorNote error={act.error} />
-      <div class="actions dialog-actions">
-        <Button type="submit" kind="primary" busy={act.busy} disabled={perms.length === 0}>
-          {role ? 'Save role' : 'Create role'}
-        </Button>
-        <Button onClick={props.onCancel}>Cancel</Button>
-      </div>
+      <FormEnd
+        error={act.error}
+        submit={role ? 'Save role' : 'Create role'}
+        busy={act.busy}
+        disabled={perms.length === 0}
+        onCancel={props.onCancel}
+      />
     </form>
   );
 }

@@ -1,7 +1,7 @@
 // One task: its facts, each node's progress, bytes from peers against upstream, and its log,
 // all updating while it runs; stop, copy and delete.
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { ApiError, can, canOn, del, get, post, query, type Me } from '../api';
+import { ApiError, asApiError, can, canOn, del, get, post, query, type Me } from '../api';
 import { BytesSplit } from '../components/bytes_split';
 import { Badge, Button, ErrorNote, Facts, Loading, Page, Progress, Table } from '../components/ui';
 import { bytes, duration, rate, time } from '../format';
@@ -186,7 +186,7 @@ function TaskLog(props: { id: number; live: boolean }) {
           if (more.length < 500) break;
         }
       } catch (e) {
-        if (!stopped) setError(e instanceof ApiError ? e : new ApiError(0, 'ERROR', String(e)));
+        if (!stopped) setError(asApiError(e));
       } finally {
         pulling.current = false;
       }

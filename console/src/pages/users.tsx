@@ -7,7 +7,7 @@ import { can, del, get, patch, post, type Me } from '../api';
 import { Confirm } from '../components/confirm';
 import { clusterName, tenantName, useClusters, useRoles, useTenants, type ClusterName, type Role, type Tenant } from '../components/lookups';
 import { isSuperAdminRole, mayBind, mayBindOn, mayChangeUser, mayOffer } from '../components/permissions';
-import { Badge, Button, Dialog, ErrorNote, Facts, Field, Loading, Page, Table } from '../components/ui';
+import { Badge, Button, Dialog, ErrorNote, Facts, Field, FormEnd, Loading, Page, Table } from '../components/ui';
 import { ago, time } from '../format';
 import { useAction, useLoad, type Loaded } from '../hooks';
 import { Link, navigate } from '../router';
@@ -175,17 +175,7 @@ function CreateUser(props: { me: Me; tenants: Tenant[]; roles: Loaded<Role[]>; o
       <Field label="User name">
         <input name="name" autocomplete="off" required maxLength={100} value={name} onInput={(e) => setName(e.currentTarget.value)} />
       </Field>
-      <Field label="Password" hint="At least 8 characters.">
-        <input
-          name="password"
-          type="password"
-          autocomplete="new-password"
-          required
-          minLength={8}
-          value={password}
-          onInput={(e) => setPassword(e.currentTarget.value)}
-        />
-      </Field>
+      <NewPasswordField label="Password" value={password} onInput={setPassword} />
       {me.super_admin && props.tenants.length > 0 && (
         <Field label="Tenant">
           <select
@@ -219,13 +209,7 @@ function CreateUser(props: { me: Me; tenants: Tenant[]; roles: Loaded<Role[]>; o
           </select>
         </Field>
       )}
-      <ErrorNote error={act.error ?? roles.error} />
-      <div class="actions dialog-actions">
-        <Button type="submit" kind="primary" busy={act.busy}>
-          Create user
-        </Button>
-        <Button onClick={props.onCancel}>Cancel</Button>
-      </div>
+      <FormEnd error={act.error ?? roles.error} submit="Create user" busy={act.busy} onCancel={props.onCancel} />
     </form>
   );
 }
@@ -350,24 +334,8 @@ function ResetPassword(props: { user: User; self: boolean; onDone: () => void; o
           ? 'This ends all of your sessions and access tokens, this one included: you will sign in again.'
           : `This ends all of ${props.user.name}'s sessions and access tokens.`}
       </p>
-      <Field label="New password" hint="At least 8 characters.">
-        <input
-          name="password"
-          type="password"
-          autocomplete="new-password"
-          required
-          minLength={8}
-          value={password}
-          onInput={(e) => setPassword(e.currentTarget.value)}
-        />
-      </Field>
-      <ErrorNote error={act.error} />
-      <div class="actions dialog-actions">
-        <Button type="submit" kind="primary" busy={act.busy}>
-          Set password
-        </Button>
-        <Button onClick={props.onCancel}>Cancel</Button>
-      </div>
+      <NewPasswordField label="New password" value={password} onInput={setPassword} />
+      <FormEnd error={act.error} submit="Set password" busy={act.busy} onCancel={props.onCancel} />
     </form>
   );
 }
@@ -577,5 +545,22 @@ function AddBinding(props: { me: Me; user: User; roles: Role[]; clusters: Cluste
         Add binding
       </Button>
     </form>
+  );
+}
+
+/** A password being set: at least 8 characters, never filled in by the browser's saved one. */
+function NewPasswordField(props: { label: string; value: string; onInput: (v: string) => void }) {
+  return (
+    <Field label={props.label} hint="At least 8 characters.">
+      <input
+        name="password"
+        type="password"
+        autocomplete="new-password"
+        required
+        minLength={8}
+        value={props.value}
+        onInput={(e) => props.onInput(e.currentTarget.value)}
+      />
+    </Field>
   );
 }
