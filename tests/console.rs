@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -86,36 +86,6 @@ fn screenshot_dir() -> PathBuf {
     dir
 }
 
-fn start_node(
-    key: &Path,
-    upstream: &str,
-    manager: &str,
-    token_file: &Path,
-    name: &str,
-    bootstrap: Option<&ShoalNode>,
-) -> ShoalNode {
-    let key = key.display().to_string();
-    let token = token_file.display().to_string();
-    let mut args = vec![
-        "--swarm-key",
-        &key,
-        "--upstream",
-        upstream,
-        "--manager",
-        manager,
-        "--token-file",
-        &token,
-        "--node-name",
-        name,
-    ];
-    let first;
-    if let Some(b) = bootstrap {
-        first = b.status()["listen_addrs"][0].as_str().unwrap().to_owned();
-        args.extend(["--bootstrap", &first]);
-    }
-    ShoalNode::start(&args)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_distributes_an_image_and_shows_it() {
     if !common::tools(&["docker-registry", "skopeo", "node", "npm", "chromium"]) {
@@ -134,7 +104,6 @@ async fn the_console_distributes_an_image_and_shows_it() {
     let shots = screenshot_dir();
     let key = dir.path().join("swarm.key");
     write_swarm_key(&key);
-    let upstream = format!("docker.io={}", registry.url());
 
     let mut browser = tokio::process::Command::new("node")
         .arg(repo_root().join("console/e2e/console.e2e.mjs"))
@@ -175,9 +144,9 @@ async fn the_console_distributes_an_image_and_shows_it() {
                 std::fs::write(&token_file, value).unwrap();
                 for name in ["n1", "n2"] {
                     let node = tokio::task::block_in_place(|| {
-                        start_node(
+                        ShoalNode::start_joined(
                             &key,
-                            &upstream,
+                            &registry.url(),
                             &manager.url,
                             &token_file,
                             name,

@@ -74,32 +74,19 @@ async fn tasks_distribute_images_and_files_to_every_node() {
     write_swarm_key(&key);
 
     // Three nodes of one swarm, each joining the manager under its own name.
-    let upstream = format!("docker.io={}", registry.url());
     let mut nodes: Vec<ShoalNode> = Vec::new();
     for name in ["n1", "n2", "n3"] {
-        let mut args = vec![
-            "--swarm-key".to_string(),
-            key.display().to_string(),
-            "--upstream".into(),
-            upstream.clone(),
-            "--manager".into(),
-            m.url.clone(),
-            "--token-file".into(),
-            token_file.display().to_string(),
-            "--node-name".into(),
-            name.into(),
-        ];
-        if let Some(first) = nodes.first() {
-            args.push("--bootstrap".into());
-            args.push(
-                first.status()["listen_addrs"][0]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            );
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        nodes.push(tokio::task::block_in_place(|| ShoalNode::start(&args)));
+        let node = tokio::task::block_in_place(|| {
+            ShoalNode::start_joined(
+                &key,
+                &registry.url(),
+                &m.url,
+                &token_file,
+                name,
+                nodes.first(),
+            )
+        });
+        nodes.push(node);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

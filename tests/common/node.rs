@@ -45,6 +45,42 @@ impl ShoalNode {
         node
     }
 
+    /// Starts a node of the swarm of `key` pulling docker.io from `upstream`, that joins the
+    /// manager at `manager` with `token_file` as `name`, bootstrapping from `first` when given.
+    pub fn start_joined(
+        key: &Path,
+        upstream: &str,
+        manager: &str,
+        token_file: &Path,
+        name: &str,
+        first: Option<&ShoalNode>,
+    ) -> ShoalNode {
+        let key = key.display().to_string();
+        let token = token_file.display().to_string();
+        let upstream = format!("docker.io={upstream}");
+        let mut args = vec![
+            "--swarm-key",
+            &key,
+            "--upstream",
+            &upstream,
+            "--manager",
+            manager,
+            "--token-file",
+            &token,
+            "--node-name",
+            name,
+        ];
+        let bootstrap;
+        if let Some(first) = first {
+            bootstrap = first.status()["listen_addrs"][0]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            args.extend(["--bootstrap", &bootstrap]);
+        }
+        ShoalNode::start(&args)
+    }
+
     fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
         cmd.args(["--log", "shoal=debug,info", "node"])
