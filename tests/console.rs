@@ -128,6 +128,7 @@ async fn the_console_distributes_an_image_and_shows_it() {
     let mut cluster_id = None;
     let mut task_id = None;
     let mut copy_id = None;
+    let mut node_health = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(600);
     while let Some(line) = tokio::time::timeout_at(deadline.into(), lines.next_line())
         .await
@@ -159,11 +160,13 @@ async fn the_console_distributes_an_image_and_shows_it() {
             }
             "TASK" => task_id = Some(value.parse::<i64>().unwrap()),
             "COPY" => copy_id = Some(value.parse::<i64>().unwrap()),
+            "NODE_HEALTH" => node_health.push(value.to_owned()),
             _ => {}
         }
     }
     let status = browser.wait().await.unwrap();
     assert!(status.success(), "the browser test failed: {status}");
+    assert_eq!(node_health.len(), 2, "the browser saw {node_health:?}");
 
     // What the browser did, seen through the API.
     let admin = Api::login(&manager.url, "admin", ADMIN_PASSWORD).await;
