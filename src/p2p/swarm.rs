@@ -96,6 +96,11 @@ fn parse_agent(agent: &str) -> (Option<String>, Option<String>) {
     (field("zone="), field("role="))
 }
 
+/// How often lost peers are dialed again.
+const MEND_EVERY: Duration = Duration::from_secs(5);
+/// Bootstrap addresses are dialed again every this many mends (30 s).
+const BOOTSTRAP_EVERY_MENDS: u64 = 6;
+
 fn behaviour(key: &Keypair, config: &P2pConfig) -> Result<Behaviour, P2pError> {
     let peer_id = key.public().to_peer_id();
     let mut kad_config = kad::Config::new(StreamProtocol::new("/shoal/kad/1.0.0"));
@@ -185,6 +190,7 @@ pub(super) async fn start(
         dial(&mut swarm, addr.clone());
     }
     let peer_id = *swarm.local_peer_id();
+    let bootstrap = config.bootstrap.clone();
     let (commands_tx, commands) = mpsc::channel(256);
     let (haves, _) = broadcast::channel(1024);
     let (tasks, _) = broadcast::channel(1024);
@@ -201,6 +207,7 @@ pub(super) async fn start(
         zone: config.zone.clone(),
         seed: config.role == "seed",
         zone_peering: config.zone_peering,
+        bootstrap,
         peers: HashMap::new(),
         pending_requests: HashMap::new(),
         pending_providers: HashMap::new(),
@@ -252,6 +259,8 @@ struct EventLoop {
     seed: bool,
     /// Seeds of other zones may take pieces from this one (if it is a seed).
     zone_peering: bool,
+    /// The `--bootstrap` addresses, dialed again while their peer is not connected.
+    bootstrap: Vec<Multiaddr>,
     peers: HashMap<PeerId, PeerInfo>,
     pending_requests:
         HashMap<OutboundRequestId, oneshot::Sender<Result<proto::Response, P2pError>>>,
@@ -265,8 +274,15 @@ impl EventLoop {
         if listeners == 0 {
             ready.take().map(|r| r.send(()));
         }
+        let mut mend = tokio::time::interval(MEND_EVERY);
+        mend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut mended: u64 = 0;
         loop {
             tokio::select! {
+                _ = mend.tick() => {
+                    mended += 1;
+                    self.mend(mended.is_multiple_of(BOOTSTRAP_EVERY_MENDS));
+                }
                 command = self.commands.recv() => match command {
                     Some(c) => self.command(c),
                     // Every handle is gone: the node is shutting down.
@@ -288,6 +304,44 @@ impl EventLoop {
                     }
                     self.event(event);
                 }
+            }
+        }
+    }
+
+    /// Dials the peers of the routing table this node lost (a ping timeout, a network blip:
+    /// neither side would dial again, and the zone's mesh would stay torn) and, with
+    /// `bootstrap`, the `--bootstrap` addresses whose peer is not connected (a bootstrap node
+    /// that restarted knows nobody; an address without a peer id is dialed only when alone).
+    fn mend(&mut self, bootstrap: bool) {
+        let lost: Vec<PeerId> = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .flat_map(|bucket| {
+                bucket
+                    .iter()
+                    .filter(|e| e.status == kad::NodeStatus::Disconnected)
+                    .map(|e| *e.node.key.preimage())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for peer in lost {
+            // Not while a dial runs or once connected: `PeerCondition::DisconnectedAndNotDialing`.
+            let _ = self.swarm.dial(peer);
+        }
+        if !bootstrap {
+            return;
+        }
+        let alone = self.swarm.connected_peers().next().is_none();
+        for addr in self.bootstrap.clone() {
+            let peer = match addr.iter().last() {
+                Some(libp2p::multiaddr::Protocol::P2p(peer)) => Some(peer),
+                _ => None,
+            };
+            let connected = peer.is_some_and(|p| self.swarm.is_connected(&p));
+            if !connected && (peer.is_some() || alone) {
+                dial(&mut self.swarm, addr);
             }
         }
     }
@@ -416,6 +470,16 @@ impl EventLoop {
                         role,
                     },
                 );
+            }
+            // Without identify a peer's zone stays unknown, and it gets no part in the zone's
+            // pulls; the connection is closed so that [`Self::mend`] dials it and asks again.
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Error {
+                peer_id,
+                connection_id,
+                error,
+            })) if self.peers.get(&peer_id).is_none_or(|p| p.zone.is_none()) => {
+                tracing::debug!(%peer_id, %error, "identify failed; reconnecting");
+                self.swarm.close_connection(connection_id);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,

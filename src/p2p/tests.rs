@@ -55,13 +55,9 @@ fn key(byte: u8) -> PreSharedKey {
     PreSharedKey::new([byte; 32])
 }
 
-async fn node(
-    psk: Option<PreSharedKey>,
-    zone: &str,
-    bootstrap: Vec<Multiaddr>,
-    service: Memory,
-) -> P2p {
-    let config = P2pConfig {
+/// A new identity on a free loopback port.
+fn config(psk: Option<PreSharedKey>, zone: &str, bootstrap: Vec<Multiaddr>) -> P2pConfig {
+    P2pConfig {
         keypair: Keypair::generate_ed25519(),
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
         bootstrap,
@@ -70,8 +66,31 @@ async fn node(
         role: "node".into(),
         zone_peering: false,
         request_timeout: Duration::from_secs(5),
-    };
-    P2p::start(config, Arc::new(service)).await.unwrap()
+    }
+}
+
+async fn node(
+    psk: Option<PreSharedKey>,
+    zone: &str,
+    bootstrap: Vec<Multiaddr>,
+    service: Memory,
+) -> P2p {
+    P2p::start(config(psk, zone, bootstrap), Arc::new(service))
+        .await
+        .unwrap()
+}
+
+/// The peers `node` is connected to and knows the zone `z` of.
+async fn zone_peers(node: &P2p) -> Vec<PeerId> {
+    let mut peers: Vec<PeerId> = node
+        .peers()
+        .await
+        .into_iter()
+        .filter(|p| p.zone.as_deref() == Some("z"))
+        .map(|p| p.id)
+        .collect();
+    peers.sort();
+    peers
 }
 
 async fn wait_for(mut check: impl AsyncFnMut() -> bool) -> bool {
@@ -206,5 +225,67 @@ async fn pieces_stay_within_a_zone_and_banned_peers_are_refused() {
     assert!(
         east.piece(a.peer_id(), &digest, 0).await.is_err(),
         "banned peer got a piece"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_bootstrap_node_is_found_again() {
+    // `a` is the first node: it has no bootstrap peer. `b` bootstraps from `a`, `c` from `b`.
+    let first = config(Some(key(5)), "z", vec![]);
+    let (keypair, listen) = (first.keypair.clone(), first.listen.clone());
+    let a = P2p::start(first, Arc::new(Memory::default()))
+        .await
+        .unwrap();
+    let a_addr = a.listen_addrs().await[0].clone();
+    let a_id = a.peer_id();
+    let b = node(Some(key(5)), "z", vec![a_addr.clone()], Memory::default()).await;
+    let b_addr = b.listen_addrs().await[0].clone();
+    let c = node(Some(key(5)), "z", vec![b_addr], Memory::default()).await;
+    let all = async |n: &P2p| zone_peers(n).await.len() == 2;
+    assert!(wait_for(async || all(&a).await && all(&b).await && all(&c).await).await);
+
+    // `a` restarts (an upgrade, say) with its identity and address, and knows nobody. It is
+    // away long enough for the others' first dials to fail.
+    drop(a);
+    assert!(wait_for(async || !zone_peers(&b).await.contains(&a_id)).await);
+    assert!(wait_for(async || !zone_peers(&c).await.contains(&a_id)).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut listen_at = listen;
+    listen_at[0] = a_addr
+        .iter()
+        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        .collect();
+    let mut restarted = None;
+    for _ in 0..50 {
+        let mut again = config(Some(key(5)), "z", vec![]);
+        (again.keypair, again.listen) = (keypair.clone(), listen_at.clone());
+        // The old listener may still hold the port for a moment.
+        match P2p::start(again, Arc::new(Memory::default())).await {
+            Ok(p2p) => {
+                restarted = Some(p2p);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let a = restarted.expect("a did not listen again on its address");
+    assert_eq!(a.peer_id(), a_id);
+
+    // The others dial it again (lost routing-table peers every 5 s, bootstrap addresses every
+    // 30 s), and the swarm is whole again.
+    let mut whole = false;
+    for _ in 0..90 {
+        if all(&a).await && all(&b).await && all(&c).await {
+            whole = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        whole,
+        "a sees {:?}, b {:?}, c {:?}",
+        zone_peers(&a).await,
+        zone_peers(&b).await,
+        zone_peers(&c).await
     );
 }

@@ -88,5 +88,17 @@ pub fn wait_swarm(nodes: &[ShoalNode]) {
             known + 1 >= n
         })
     });
-    assert!(formed, "the swarm did not form");
+    if !formed {
+        let seen: Vec<String> = nodes
+            .iter()
+            .map(|node| {
+                let s = node.status();
+                format!(
+                    "{} connected to {} peers, by zone {}",
+                    s["peer_id"], s["peers"], s["peers_by_zone"]
+                )
+            })
+            .collect();
+        panic!("the swarm of {n} did not form in 30 s: {}", seen.join("; "));
+    }
 }
