@@ -100,6 +100,9 @@ fn parse_agent(agent: &str) -> (Option<String>, Option<String>) {
 const MEND_EVERY: Duration = Duration::from_secs(5);
 /// Bootstrap addresses are dialed again every this many mends (30 s).
 const BOOTSTRAP_EVERY_MENDS: u64 = 6;
+/// A node asks the DHT for its neighbours at its 1st, 2nd, 4th, … mend up to this one (0, 5,
+/// 15, 35 and 75 s after its start).
+const YOUNG_MENDS: u64 = 16;
 
 fn behaviour(key: &Keypair, config: &P2pConfig) -> Result<Behaviour, P2pError> {
     let peer_id = key.public().to_peer_id();
@@ -208,6 +211,7 @@ pub(super) async fn start(
         seed: config.role == "seed",
         zone_peering: config.zone_peering,
         bootstrap,
+        mends: 0,
         peers: HashMap::new(),
         pending_requests: HashMap::new(),
         pending_providers: HashMap::new(),
@@ -261,6 +265,8 @@ struct EventLoop {
     zone_peering: bool,
     /// The `--bootstrap` addresses, dialed again while their peer is not connected.
     bootstrap: Vec<Multiaddr>,
+    /// How many times [`Self::mend`] ran.
+    mends: u64,
     peers: HashMap<PeerId, PeerInfo>,
     pending_requests:
         HashMap<OutboundRequestId, oneshot::Sender<Result<proto::Response, P2pError>>>,
@@ -276,13 +282,9 @@ impl EventLoop {
         }
         let mut mend = tokio::time::interval(MEND_EVERY);
         mend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut mended: u64 = 0;
         loop {
             tokio::select! {
-                _ = mend.tick() => {
-                    mended += 1;
-                    self.mend(mended.is_multiple_of(BOOTSTRAP_EVERY_MENDS));
-                }
+                _ = mend.tick() => self.mend(),
                 command = self.commands.recv() => match command {
                     Some(c) => self.command(c),
                     // Every handle is gone: the node is shutting down.
@@ -310,9 +312,17 @@ impl EventLoop {
 
     /// Dials the peers of the routing table this node lost (a ping timeout, a network blip:
     /// neither side would dial again, and the zone's mesh would stay torn) and, with
-    /// `bootstrap`, the `--bootstrap` addresses whose peer is not connected (a bootstrap node
-    /// that restarted knows nobody; an address without a peer id is dialed only when alone).
-    fn mend(&mut self, bootstrap: bool) {
+    /// every [`BOOTSTRAP_EVERY_MENDS`], the `--bootstrap` addresses whose peer is not connected
+    /// (a bootstrap node that restarted knows nobody; an address without a peer id is dialed
+    /// only when alone).
+    fn mend(&mut self) {
+        self.mends += 1;
+        // Nodes that start together can each ask the DHT before the others are in it (a
+        // DaemonSet rollout starts hundreds at once) and would meet only at Kademlia's next
+        // periodic bootstrap, 5 minutes later; while young, a node asks again.
+        if self.mends.is_power_of_two() && self.mends <= YOUNG_MENDS {
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
         let lost: Vec<PeerId> = self
             .swarm
             .behaviour_mut()
@@ -330,7 +340,7 @@ impl EventLoop {
             // Not while a dial runs or once connected: `PeerCondition::DisconnectedAndNotDialing`.
             let _ = self.swarm.dial(peer);
         }
-        if !bootstrap {
+        if !self.mends.is_multiple_of(BOOTSTRAP_EVERY_MENDS) {
             return;
         }
         let alone = self.swarm.connected_peers().next().is_none();
