@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::{Boxed, upgrade::Version};
@@ -103,6 +103,14 @@ const BOOTSTRAP_EVERY_MENDS: u64 = 6;
 /// A node asks the DHT for its neighbours at its 1st, 2nd, 4th, … mend up to this one (0, 5,
 /// 15, 35 and 75 s after its start).
 const YOUNG_MENDS: u64 = 16;
+/// A peer whose next wait would pass this is forgotten (after 5 + 10 + … + 640 s ≈ 21 min).
+const FORGET_AFTER_WAIT: Duration = Duration::from_secs(640);
+
+/// The wait before dialing an unreachable peer again, after `previous`; `None`: forget it.
+fn next_wait(previous: Option<Duration>) -> Option<Duration> {
+    let wait = previous.map_or(MEND_EVERY, |w| w * 2);
+    (wait <= FORGET_AFTER_WAIT).then_some(wait)
+}
 
 fn behaviour(key: &Keypair, config: &P2pConfig) -> Result<Behaviour, P2pError> {
     let peer_id = key.public().to_peer_id();
@@ -212,6 +220,7 @@ pub(super) async fn start(
         zone_peering: config.zone_peering,
         bootstrap,
         mends: 0,
+        unreachable: HashMap::new(),
         peers: HashMap::new(),
         pending_requests: HashMap::new(),
         pending_providers: HashMap::new(),
@@ -267,6 +276,8 @@ struct EventLoop {
     bootstrap: Vec<Multiaddr>,
     /// How many times [`Self::mend`] ran.
     mends: u64,
+    /// Peers that could not be dialed: when to dial next, and the wait before that.
+    unreachable: HashMap<PeerId, (Instant, Duration)>,
     peers: HashMap<PeerId, PeerInfo>,
     pending_requests:
         HashMap<OutboundRequestId, oneshot::Sender<Result<proto::Response, P2pError>>>,
@@ -323,7 +334,7 @@ impl EventLoop {
         if self.mends.is_power_of_two() && self.mends <= YOUNG_MENDS {
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }
-        let lost: Vec<PeerId> = self
+        let lost: HashSet<PeerId> = self
             .swarm
             .behaviour_mut()
             .kad
@@ -336,7 +347,17 @@ impl EventLoop {
                     .collect::<Vec<_>>()
             })
             .collect();
+        // Only peers still in the routing table and not connected are waited for.
+        self.unreachable.retain(|peer, _| lost.contains(peer));
+        let now = Instant::now();
         for peer in lost {
+            if self
+                .unreachable
+                .get(&peer)
+                .is_some_and(|(next, _)| now < *next)
+            {
+                continue;
+            }
             // Not while a dial runs or once connected: `PeerCondition::DisconnectedAndNotDialing`.
             let _ = self.swarm.dial(peer);
         }
@@ -352,6 +373,22 @@ impl EventLoop {
             let connected = peer.is_some_and(|p| self.swarm.is_connected(&p));
             if !connected && (peer.is_some() || alone) {
                 dial(&mut self.swarm, addr);
+            }
+        }
+    }
+
+    /// A dial of `peer` failed: [`Self::mend`] waits twice as long as last time before the next
+    /// one (5 s, 10 s, … 640 s), and a peer unreachable for about 20 minutes leaves the routing
+    /// table (a node removed from the cluster; should it return, it dials in itself).
+    fn unreachable(&mut self, peer: PeerId) {
+        match next_wait(self.unreachable.get(&peer).map(|(_, wait)| *wait)) {
+            Some(wait) => {
+                self.unreachable.insert(peer, (Instant::now() + wait, wait));
+            }
+            None => {
+                tracing::info!(%peer, "peer unreachable for 20 minutes; forgotten");
+                self.unreachable.remove(&peer);
+                self.swarm.behaviour_mut().kad.remove_peer(&peer);
             }
         }
     }
@@ -443,6 +480,7 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
             } => {
+                self.unreachable.remove(&peer_id);
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
@@ -462,6 +500,11 @@ impl EventLoop {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "connection failed");
+                if let Some(peer) = peer_id
+                    && !self.swarm.is_connected(&peer)
+                {
+                    self.unreachable(peer);
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
@@ -715,5 +758,18 @@ mod tests {
             (Some("eu-1".into()), Some("seed".into()))
         );
         assert_eq!(parse_agent("rust-libp2p/0.1"), (None, None));
+    }
+
+    #[test]
+    fn an_unreachable_peer_is_dialed_less_and_less_then_forgotten() {
+        let mut waits = Vec::new();
+        let mut wait = None;
+        while let Some(w) = next_wait(wait) {
+            waits.push(w.as_secs());
+            wait = Some(w);
+        }
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 320, 640]);
+        // Forgotten after about 21 minutes.
+        assert_eq!(waits.iter().sum::<u64>(), 1275);
     }
 }
