@@ -15,6 +15,7 @@ use libp2p::pnet::PreSharedKey;
 use libp2p::request_response::{
     self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
 };
+use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, Transport, allow_block_list, gossipsub, identify,
@@ -100,11 +101,15 @@ fn parse_agent(agent: &str) -> (Option<String>, Option<String>) {
 const MEND_EVERY: Duration = Duration::from_secs(5);
 /// Bootstrap addresses are dialed again every this many mends (30 s).
 const BOOTSTRAP_EVERY_MENDS: u64 = 6;
-/// A node asks the DHT for its neighbours at its 1st, 2nd, 4th, … mend up to this one (0, 5,
-/// 15, 35 and 75 s after its start).
+/// A node asks the DHT for its neighbours at its 1st, 2nd, 4th, … mend up to this one (the
+/// first within 5 s of its start, then 5, 15, 35 and 75 s after it).
 const YOUNG_MENDS: u64 = 16;
 /// A peer whose next wait would pass this is forgotten (after 5 + 10 + … + 640 s ≈ 21 min).
 const FORGET_AFTER_WAIT: Duration = Duration::from_secs(640);
+/// At most this many lost peers are dialed per mend.
+const MEND_DIALS: usize = 32;
+/// A connection whose identify exchange fails is closed (to be dialed again) this many times.
+const IDENTIFY_TRIES: u32 = 3;
 
 /// The wait before dialing an unreachable peer again, after `previous`; `None`: forget it.
 fn next_wait(previous: Option<Duration>) -> Option<Duration> {
@@ -221,6 +226,7 @@ pub(super) async fn start(
         bootstrap,
         mends: 0,
         unreachable: HashMap::new(),
+        identify_failures: HashMap::new(),
         peers: HashMap::new(),
         pending_requests: HashMap::new(),
         pending_providers: HashMap::new(),
@@ -278,6 +284,8 @@ struct EventLoop {
     mends: u64,
     /// Peers that could not be dialed: when to dial next, and the wait before that.
     unreachable: HashMap<PeerId, (Instant, Duration)>,
+    /// Failed identify exchanges by peer, until one succeeds.
+    identify_failures: HashMap<PeerId, u32>,
     peers: HashMap<PeerId, PeerInfo>,
     pending_requests:
         HashMap<OutboundRequestId, oneshot::Sender<Result<proto::Response, P2pError>>>,
@@ -291,7 +299,9 @@ impl EventLoop {
         if listeners == 0 {
             ready.take().map(|r| r.send(()));
         }
-        let mut mend = tokio::time::interval(MEND_EVERY);
+        // Nodes started together do not mend in step.
+        let first = Duration::from_millis(rand::random_range(0..MEND_EVERY.as_millis() as u64));
+        let mut mend = tokio::time::interval_at(tokio::time::Instant::now() + first, MEND_EVERY);
         mend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -350,14 +360,12 @@ impl EventLoop {
         // Only peers still in the routing table and not connected are waited for.
         self.unreachable.retain(|peer, _| lost.contains(peer));
         let now = Instant::now();
-        for peer in lost {
-            if self
-                .unreachable
-                .get(&peer)
-                .is_some_and(|(next, _)| now < *next)
-            {
-                continue;
-            }
+        let due: Vec<PeerId> = lost
+            .into_iter()
+            .filter(|peer| !self.waiting(peer, now) && !self.blocked(peer))
+            .take(MEND_DIALS)
+            .collect();
+        for peer in due {
             // Not while a dial runs or once connected: `PeerCondition::DisconnectedAndNotDialing`.
             let _ = self.swarm.dial(peer);
         }
@@ -366,27 +374,59 @@ impl EventLoop {
         }
         let alone = self.swarm.connected_peers().next().is_none();
         for addr in self.bootstrap.clone() {
-            let peer = match addr.iter().last() {
-                Some(libp2p::multiaddr::Protocol::P2p(peer)) => Some(peer),
-                _ => None,
-            };
-            let connected = peer.is_some_and(|p| self.swarm.is_connected(&p));
-            if !connected && (peer.is_some() || alone) {
-                dial(&mut self.swarm, addr);
+            match addr.iter().last() {
+                Some(libp2p::multiaddr::Protocol::P2p(peer)) => {
+                    // Every 30 s whatever the routing table's wait: a node may start before its
+                    // bootstrap peers.
+                    if self.blocked(&peer) {
+                        continue;
+                    }
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    // Not while connected or dialing (the routing-table dial above, say).
+                    let _ = self
+                        .swarm
+                        .dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
+                }
+                _ if alone => dial(&mut self.swarm, addr),
+                _ => {}
             }
         }
     }
 
+    /// `peer` could not be dialed lately, and its wait has not passed.
+    fn waiting(&self, peer: &PeerId, now: Instant) -> bool {
+        self.unreachable
+            .get(peer)
+            .is_some_and(|(next, _)| now < *next)
+    }
+
+    fn blocked(&self, peer: &PeerId) -> bool {
+        self.swarm
+            .behaviour()
+            .blocked
+            .blocked_peers()
+            .contains(peer)
+    }
+
     /// A dial of `peer` failed: [`Self::mend`] waits twice as long as last time before the next
-    /// one (5 s, 10 s, … 640 s), and a peer unreachable for about 20 minutes leaves the routing
+    /// one (5 s, 10 s, … 640 s), and a peer unreachable for about 21 minutes leaves the routing
     /// table (a node removed from the cluster; should it return, it dials in itself).
     fn unreachable(&mut self, peer: PeerId) {
-        match next_wait(self.unreachable.get(&peer).map(|(_, wait)| *wait)) {
+        let now = Instant::now();
+        let previous = self.unreachable.get(&peer);
+        // Other dials of the peer while it waits (Kademlia's queries, say) do not count.
+        if previous.is_some_and(|(next, _)| now < *next) {
+            return;
+        }
+        match next_wait(previous.map(|(_, wait)| *wait)) {
             Some(wait) => {
-                self.unreachable.insert(peer, (Instant::now() + wait, wait));
+                self.unreachable.insert(peer, (now + wait, wait));
             }
             None => {
-                tracing::info!(%peer, "peer unreachable for 20 minutes; forgotten");
+                tracing::info!(%peer, "peer unreachable for 21 minutes; forgotten");
                 self.unreachable.remove(&peer);
                 self.swarm.behaviour_mut().kad.remove_peer(&peer);
             }
@@ -511,6 +551,7 @@ impl EventLoop {
                 info,
                 ..
             })) => {
+                self.identify_failures.remove(&peer_id);
                 let (zone, role) = parse_agent(&info.agent_version);
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
@@ -525,14 +566,21 @@ impl EventLoop {
                 );
             }
             // Without identify a peer's zone stays unknown, and it gets no part in the zone's
-            // pulls; the connection is closed so that [`Self::mend`] dials it and asks again.
+            // pulls; the connection is closed so that one side dials again and both ask again,
+            // a few times (a peer that never identifies stays connected, zone unknown).
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Error {
                 peer_id,
                 connection_id,
                 error,
             })) if self.peers.get(&peer_id).is_none_or(|p| p.zone.is_none()) => {
-                tracing::debug!(%peer_id, %error, "identify failed; reconnecting");
-                self.swarm.close_connection(connection_id);
+                let failures = self.identify_failures.entry(peer_id).or_default();
+                *failures += 1;
+                if *failures <= IDENTIFY_TRIES {
+                    tracing::debug!(%peer_id, %error, "identify failed; reconnecting");
+                    self.swarm.close_connection(connection_id);
+                } else {
+                    tracing::warn!(%peer_id, %error, "identify keeps failing; its zone stays unknown");
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,
