@@ -16,7 +16,7 @@ use libp2p::request_response::{
     self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
 };
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{DialError, NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, Transport, allow_block_list, gossipsub, identify,
     noise, ping, tcp, yamux,
@@ -246,12 +246,34 @@ pub(super) async fn start(
     })
 }
 
-fn dial(swarm: &mut Swarm<Behaviour>, addr: Multiaddr) {
-    if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
-        swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+/// The peer id an address ends with, if any.
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(peer)) => Some(peer),
+        _ => None,
     }
-    if let Err(e) = swarm.dial(addr.clone()) {
-        tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+}
+
+fn banned(swarm: &Swarm<Behaviour>, peer: &PeerId) -> bool {
+    swarm.behaviour().blocked.blocked_peers().contains(peer)
+}
+
+/// Dials a bootstrap address. One with a peer id is dialed only while that peer is neither
+/// connected nor being dialed, and never when it is banned.
+fn dial(swarm: &mut Swarm<Behaviour>, addr: Multiaddr) {
+    let opts = match peer_of(&addr) {
+        Some(peer) if banned(swarm, &peer) => return,
+        Some(peer) => {
+            swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            DialOpts::peer_id(peer)
+                .addresses(vec![addr.clone()])
+                .build()
+        }
+        None => addr.clone().into(),
+    };
+    match swarm.dial(opts) {
+        Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
+        Err(e) => tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer"),
     }
 }
 
@@ -362,7 +384,7 @@ impl EventLoop {
         let now = Instant::now();
         let due: Vec<PeerId> = lost
             .into_iter()
-            .filter(|peer| !self.waiting(peer, now) && !self.blocked(peer))
+            .filter(|peer| !self.waiting(peer, now) && !banned(&self.swarm, peer))
             .take(MEND_DIALS)
             .collect();
         for peer in due {
@@ -373,25 +395,11 @@ impl EventLoop {
             return;
         }
         let alone = self.swarm.connected_peers().next().is_none();
+        // Every 30 s whatever the routing table's wait: a node may start before its bootstrap
+        // peers.
         for addr in self.bootstrap.clone() {
-            match addr.iter().last() {
-                Some(libp2p::multiaddr::Protocol::P2p(peer)) => {
-                    // Every 30 s whatever the routing table's wait: a node may start before its
-                    // bootstrap peers.
-                    if self.blocked(&peer) {
-                        continue;
-                    }
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer, addr.clone());
-                    // Not while connected or dialing (the routing-table dial above, say).
-                    let _ = self
-                        .swarm
-                        .dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
-                }
-                _ if alone => dial(&mut self.swarm, addr),
-                _ => {}
+            if alone || peer_of(&addr).is_some() {
+                dial(&mut self.swarm, addr);
             }
         }
     }
@@ -403,25 +411,16 @@ impl EventLoop {
             .is_some_and(|(next, _)| now < *next)
     }
 
-    fn blocked(&self, peer: &PeerId) -> bool {
-        self.swarm
-            .behaviour()
-            .blocked
-            .blocked_peers()
-            .contains(peer)
-    }
-
     /// A dial of `peer` failed: [`Self::mend`] waits twice as long as last time before the next
     /// one (5 s, 10 s, … 640 s), and a peer unreachable for about 21 minutes leaves the routing
     /// table (a node removed from the cluster; should it return, it dials in itself).
     fn unreachable(&mut self, peer: PeerId) {
         let now = Instant::now();
-        let previous = self.unreachable.get(&peer);
         // Other dials of the peer while it waits (Kademlia's queries, say) do not count.
-        if previous.is_some_and(|(next, _)| now < *next) {
+        if self.waiting(&peer, now) {
             return;
         }
-        match next_wait(previous.map(|(_, wait)| *wait)) {
+        match next_wait(self.unreachable.get(&peer).map(|(_, wait)| *wait)) {
             Some(wait) => {
                 self.unreachable.insert(peer, (now + wait, wait));
             }

@@ -93,14 +93,22 @@ async fn zone_peers(node: &P2p) -> Vec<PeerId> {
     peers
 }
 
-async fn wait_for(mut check: impl AsyncFnMut() -> bool) -> bool {
-    for _ in 0..100 {
+/// Whether `check` holds within 10 s.
+async fn wait_for(check: impl AsyncFnMut() -> bool) -> bool {
+    wait_up_to(Duration::from_secs(10), check).await
+}
+
+async fn wait_up_to(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
         if check().await {
             return true;
         }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    false
 }
 
 fn blob() -> (Digest, Memory) {
@@ -273,14 +281,10 @@ async fn a_restarted_bootstrap_node_is_found_again() {
 
     // The others dial it again (lost routing-table peers every 5 s, bootstrap addresses every
     // 30 s), and the swarm is whole again.
-    let mut whole = false;
-    for _ in 0..90 {
-        if all(&a).await && all(&b).await && all(&c).await {
-            whole = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let whole = wait_up_to(Duration::from_secs(45), async || {
+        all(&a).await && all(&b).await && all(&c).await
+    })
+    .await;
     assert!(
         whole,
         "a sees {:?}, b {:?}, c {:?}",
